@@ -1,0 +1,117 @@
+"""Build tiny random-weight text-to-video models and save them as standard diffusers folders.
+
+The folders have the layout of ZeroScope / ModelScope (``model_index.json`` naming
+``TextToVideoSDPipeline`` with ``unet``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler``), so
+tests exercise the same loader users hit. Everything is built from config in a second or two on CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+WORDS = ("a", "red", "green", "blue", "square", "circle", "triangle", "dog", "cat", "running", "on", "the", "beach")
+
+# ZeroScope v2 576w unet config, as published with the model (block types and widths are what matter here).
+ZEROSCOPE_UNET_CONFIG: dict[str, Any] = {
+    "act_fn": "silu",
+    "attention_head_dim": 64,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "cross_attention_dim": 1024,
+    "down_block_types": ["CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"],
+    "downsample_padding": 1,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "sample_size": 32,
+    "up_block_types": ["UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"],
+}
+
+TINY_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"],
+    "up_block_types": ["UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"],
+    "block_out_channels": [16, 32, 32],
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "cross_attention_dim": 32,
+    "attention_head_dim": 4,
+}
+
+
+def build_tiny_unet(seed: int = 0, config: dict[str, Any] | None = None):
+    """A random UNet3DConditionModel (about 0.3 M parameters by default)."""
+    from diffusers import UNet3DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet3DConditionModel(**(config or TINY_UNET_CONFIG))
+    # diffusers zero-initialises proj_out of temporal blocks, which would make every temporal layer a no-op
+    # and hide bugs in attention patching; give them small random weights instead.
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "temp_attentions" in name and "proj_out" in name or name.startswith("transformer_in.proj_out"):
+                param.normal_(0.0, 0.2)
+    return unet.eval()
+
+
+def build_tiny_pipeline_parts(seed: int = 0, prediction_type: str = "epsilon") -> dict[str, Any]:
+    """Random tiny ``unet``, ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler`` objects."""
+    from diffusers import AutoencoderKL, DDIMScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from motion_core.testing.word_tokenizer import build_word_tokenizer
+
+    unet = build_tiny_unet(seed)
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    ).eval()
+    tokenizer = build_word_tokenizer(WORDS, model_max_length=12)
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=12,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        prediction_type=prediction_type,
+    )
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
+
+
+def save_tiny_model(folder: str | Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """Save a tiny random text-to-video model as a diffusers folder and return its path."""
+    from diffusers import TextToVideoSDPipeline
+
+    folder = Path(folder)
+    pipe = TextToVideoSDPipeline(**build_tiny_pipeline_parts(seed, prediction_type))
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
