@@ -66,7 +66,7 @@ def build_tiny_pipeline_parts(seed: int = 0, prediction_type: str = "epsilon") -
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from motion_core.testing.word_tokenizer import build_word_tokenizer
+    from ..testing.word_tokenizer import build_word_tokenizer
 
     unet = build_tiny_unet(seed)
     torch.manual_seed(seed + 1)

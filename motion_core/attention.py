@@ -1,0 +1,172 @@
+"""Attention kernels and the motion attention processor installed on temporal attention layers.
+
+The processor implements, per temporal attention layer,
+``softmax(Wq(F + m_qk) (Wk(F + m_qk))^T / sqrt(d)) Wv(F + m_v)`` where ``F`` are the layer-normalised
+hidden states ``(B*h*w, N, C)``, ``m_qk`` the block's query-key embedding ``(1, N, C)`` and ``m_v`` the layer's
+value embedding ``(h*w, N, C)`` tiled over the batch. It is an ``nn.Module`` so that, while installed,
+the embeddings it holds are ordinary parameters of the model (the diffusers pattern for trainable processors).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import InvalidSettingError
+
+logger = logging.getLogger(__name__)
+
+AttentionKernel = Literal["matmul", "sdpa", "xformers"]
+ATTENTION_CHOICES = ("auto", "sdpa", "matmul", "xformers")
+
+# xformers' memory-efficient kernel fails for a batch*heads of 65,536 or more; temporal attention at high
+# resolution folds every latent position into the batch, so split the batch below that.
+XFORMERS_MAX_BATCH_HEADS = 65535
+
+
+@functools.cache
+def xformers_available() -> bool:
+    """Whether ``xformers.ops.memory_efficient_attention`` can be imported."""
+    try:
+        import xformers.ops  # noqa: F401
+    except Exception:  # ImportError, or a broken binary wheel raising anything at import
+        return False
+    return True
+
+
+def resolve_kernel(requested: str, device: torch.device) -> AttentionKernel:
+    """Pick the attention kernel for ``requested`` (one of :data:`ATTENTION_CHOICES`) on ``device``.
+
+    ``auto`` chooses plain matmul on CPU (faster than SDPA for the short frame sequences of temporal
+    attention there; see ``benchmarks/bench_attention.py``), xformers on CUDA when importable, else SDPA.
+    """
+    if requested not in ATTENTION_CHOICES:
+        raise InvalidSettingError(f"Unknown attention {requested!r}; choose one of {', '.join(ATTENTION_CHOICES)}.")
+    if requested == "xformers":
+        if device.type != "cuda" or not xformers_available():
+            raise InvalidSettingError("xformers attention needs a CUDA device and the xformers package; choose 'auto' or 'sdpa'.")
+        return "xformers"
+    if requested in ("sdpa", "matmul"):
+        return requested  # type: ignore[return-value]
+    if device.type == "cpu":
+        return "matmul"
+    return "xformers" if device.type == "cuda" and xformers_available() else "sdpa"
+
+
+def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, kernel: AttentionKernel) -> torch.Tensor:
+    """Multi-head attention without mask.
+
+    Args:
+        query, key, value: ``(batch, seq, heads*head_dim)``; key and value share their sequence length.
+        heads: number of heads.
+        kernel: which implementation computes it.
+
+    Returns:
+        ``(batch, seq_q, heads*head_dim)``.
+    """
+    batch, seq_q, inner = query.shape
+    head_dim = inner // heads
+    if kernel == "xformers":
+        import xformers.ops as xops
+
+        q, k, v = (t.reshape(t.shape[0], t.shape[1], heads, head_dim) for t in (query, key, value))
+        step = max(1, XFORMERS_MAX_BATCH_HEADS // heads)
+        parts = [xops.memory_efficient_attention(q[i : i + step], k[i : i + step], v[i : i + step]) for i in range(0, batch, step)]
+        return torch.cat(parts).reshape(batch, seq_q, inner)
+    q, k, v = (t.reshape(t.shape[0], t.shape[1], heads, head_dim).transpose(1, 2) for t in (query, key, value))
+    if kernel == "sdpa":
+        out = F.scaled_dot_product_attention(q, k, v)
+    else:
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (head_dim**-0.5)
+        out = torch.matmul(scores.softmax(dim=-1), v)
+    return out.transpose(1, 2).reshape(batch, seq_q, inner)
+
+
+def _add_over_frames(hidden_states: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+    """``hidden_states (B*P, N, C) + embedding (P, N, C)`` broadcast over B without copying the embedding.
+
+    ``P`` is 1 for the query-key embedding and ``h*w`` for the value embedding.
+    """
+    positions, frames = embedding.shape[0], hidden_states.shape[1]
+    if embedding.shape[1] != frames:
+        raise InvalidSettingError(
+            f"Motion embedding has {embedding.shape[1]} frames but the model is running {frames}; "
+            "resample the embedding to the sampling frame count first."
+        )
+    if hidden_states.shape[0] % positions:
+        raise InvalidSettingError(
+            f"Motion embedding covers {positions} latent positions, which does not divide the "
+            f"{hidden_states.shape[0]} sequences of this layer; resample it to the sampling resolution first."
+        )
+    folded = hidden_states.view(-1, positions, frames, hidden_states.shape[2])
+    return (folded + embedding.to(hidden_states.dtype)).view_as(hidden_states)
+
+
+class MotionAttnProcessor(nn.Module):
+    """Attention processor for a frames-only attention layer that adds motion embeddings.
+
+    Args:
+        query_key: ``(1, N, C)`` query-key embedding of the block, or ``None``. The same tensor (or
+            ``nn.Parameter``) is given to the block's ``attn1`` and ``attn2`` processors: it is shared.
+        value: ``(h*w, N, C)`` value embedding of this layer, or ``None``.
+        kernel: attention implementation (see :func:`resolve_kernel`).
+
+    Parameters are registered as-is (trainable when they are ``nn.Parameter``), buffers otherwise, so the
+    processor works for training (fp32 master parameters, cast to the activations' dtype at use) and for
+    inference (prepared, resampled tensors).
+    """
+
+    def __init__(
+        self,
+        query_key: torch.Tensor | None,
+        value: torch.Tensor | None,
+        kernel: AttentionKernel = "sdpa",
+    ) -> None:
+        super().__init__()
+        self.kernel: AttentionKernel = kernel
+        self.enabled = True
+        for name, tensor in (("query_key", query_key), ("value", value)):
+            if isinstance(tensor, nn.Parameter):
+                self.register_parameter(name, tensor)
+            else:
+                self.register_buffer(name, tensor, persistent=False)
+
+    def forward(
+        self,
+        attn: nn.Module,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **_: object,
+    ) -> torch.Tensor:
+        """Self-attention over frames. ``hidden_states``: ``(B*h*w, N, C)`` -> same shape."""
+        if encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3:
+            raise RuntimeError("MotionAttnProcessor only handles unmasked frames-only self-attention (B*h*w, N, C).")
+        residual = hidden_states
+        qk_input = value_input = hidden_states
+        if self.enabled and self.query_key is not None:
+            qk_input = _add_over_frames(hidden_states, self.query_key)
+        if self.enabled and self.value is not None:
+            value_input = _add_over_frames(hidden_states, self.value)
+        query = attn.to_q(qk_input)
+        key = attn.to_k(qk_input)
+        value = attn.to_v(value_input)
+        out = attend(query, key, value, attn.heads, self.kernel).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+class PlainFrameAttnProcessor(MotionAttnProcessor):
+    """A :class:`MotionAttnProcessor` without embeddings: used to run untouched temporal layers with the same
+    kernel as the patched ones (so timing comparisons and outputs are like for like)."""
+
+    def __init__(self, kernel: AttentionKernel = "sdpa") -> None:
+        super().__init__(None, None, kernel)

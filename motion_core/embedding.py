@@ -1,0 +1,203 @@
+"""Motion embeddings: what is learned, how it is initialised, resampled to new sizes and debiased for inference.
+
+Shapes (N = trained frames, C = block width, h*w = the block's latent grid at the training resolution):
+- query-key embedding ``(1, N, C)``, one per temporal block, shared by its ``attn1`` and ``attn2``;
+- value embedding ``(h*w, N, C)``, one per temporal attention layer;
+- inverted latent ``(C_latent, N, H_latent, W_latent)``: the DDIM inversion of the reference clip.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from .errors import IncompatibleEmbeddingError, InvalidSettingError
+from .temporal_layers import TemporalBlock
+
+MotionMode = Literal["object", "camera", "raw"]
+MOTION_MODES: tuple[str, ...] = ("object", "camera", "raw")
+LOSS_NAMES: tuple[str, ...] = ("base", "debiased_temporal", "debiased_hybrid")
+
+
+@dataclass(frozen=True)
+class EmbeddingInfo:
+    """Facts stored with an embedding (all of them go into the file's metadata).
+
+    Attributes:
+        family: model family the embedding was trained on (e.g. ``"unet3d"``).
+        base_model: name of the base model folder and a hash of its UNet architecture.
+        blocks: the temporal blocks that carry embeddings.
+        train_width, train_height, train_frames: pixel size and frame count of the training clip.
+        latent_height, latent_width: latent grid of the training clip.
+        steps: optimisation steps done; loss: training loss name; prompt: training prompt.
+        default_mode: inference mode suggested for this embedding (``object`` / ``camera`` / ``raw``).
+        extra: free-form facts (learning rate, seed, layer set, interruption note, ...).
+    """
+
+    family: str
+    base_model: dict[str, str]
+    blocks: tuple[TemporalBlock, ...]
+    train_width: int
+    train_height: int
+    train_frames: int
+    latent_height: int
+    latent_width: int
+    steps: int = 0
+    loss: str = "base"
+    prompt: str = ""
+    default_mode: str = "object"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MotionEmbedding:
+    """Learned motion embeddings of one reference clip (fp32, on any device)."""
+
+    info: EmbeddingInfo
+    query_key: dict[str, torch.Tensor]
+    value: dict[str, torch.Tensor]
+    inverted_latent: torch.Tensor | None = None
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(t.numel() for t in (*self.query_key.values(), *self.value.values()))
+
+    def to(self, device: torch.device | str) -> "MotionEmbedding":
+        return MotionEmbedding(
+            self.info,
+            {k: v.to(device) for k, v in self.query_key.items()},
+            {k: v.to(device) for k, v in self.value.items()},
+            None if self.inverted_latent is None else self.inverted_latent.to(device),
+        )
+
+    def with_info(self, **changes: Any) -> "MotionEmbedding":
+        return replace(self, info=replace(self.info, **changes))
+
+
+def zero_embedding(info: EmbeddingInfo, device: torch.device | str = "cpu") -> MotionEmbedding:
+    """Zero-initialised embeddings for ``info.blocks`` (so the patched model starts as the original)."""
+    frames = info.train_frames
+    query_key: dict[str, torch.Tensor] = {}
+    value: dict[str, torch.Tensor] = {}
+    for block in info.blocks:
+        h, w = block.grid(info.latent_height, info.latent_width)
+        query_key[block.name] = torch.zeros(1, frames, block.channels, device=device)
+        for attention in block.attention_names:
+            value[attention] = torch.zeros(h * w, frames, block.channels, device=device)
+    return MotionEmbedding(info, query_key, value)
+
+
+def resample_frames(embedding: torch.Tensor, frames: int) -> torch.Tensor:
+    """Linearly interpolate the frame axis of ``(P, N, C)`` to ``(P, frames, C)`` (end points kept)."""
+    if embedding.shape[1] == frames:
+        return embedding
+    moved = embedding.permute(0, 2, 1)  # (P, C, N)
+    if embedding.shape[1] == 1:
+        resized = moved.expand(-1, -1, frames)
+    else:
+        resized = F.interpolate(moved, size=frames, mode="linear", align_corners=True)
+    return resized.permute(0, 2, 1).contiguous()
+
+
+def resample_grid(embedding: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resample the position axis of a value embedding ``(h*w, N, C)`` to ``(h'*w', N, C)``."""
+    if tuple(grid) == tuple(new_grid):
+        return embedding
+    h, w = grid
+    _, frames, channels = embedding.shape
+    image = embedding.reshape(h, w, frames * channels).permute(2, 0, 1).unsqueeze(0)  # (1, N*C, h, w)
+    resized = F.interpolate(image, size=new_grid, mode="bilinear", align_corners=False)
+    return resized.squeeze(0).permute(1, 2, 0).reshape(new_grid[0] * new_grid[1], frames, channels)
+
+
+def resample_latent(latent: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
+    """Trilinearly resample an inverted latent ``(C, N, h, w)`` to ``(C, frames, height, width)``.
+
+    The result is rescaled to the source's standard deviation so that a resampled start latent keeps the
+    noise level the scheduler expects.
+    """
+    if tuple(latent.shape[1:]) == (frames, height, width):
+        return latent
+    resized = F.interpolate(latent.unsqueeze(0).float(), size=(frames, height, width), mode="trilinear", align_corners=False)
+    resized = resized.squeeze(0)
+    return resized * (latent.float().std() / resized.std().clamp_min(1e-6))
+
+
+def frame_difference(value: torch.Tensor) -> torch.Tensor:
+    """Debias a value embedding ``(P, N, C)``: frame 0 kept, frame j becomes ``v[j] - v[j-1]``."""
+    return torch.cat([value[:, :1], value[:, 1:] - value[:, :-1]], dim=1)
+
+
+@dataclass
+class PreparedMotion:
+    """Embeddings ready to install for one sampling size.
+
+    Attributes:
+        query_key: block name -> ``(1, frames, C)``.
+        value: attention name -> ``(h*w, frames, C)`` at the sampling grid (empty in camera mode).
+        inverted_latent: ``(C_latent, frames, H_latent, W_latent)`` or ``None``.
+    """
+
+    query_key: dict[str, torch.Tensor]
+    value: dict[str, torch.Tensor]
+    inverted_latent: torch.Tensor | None
+
+
+def prepare_for_sampling(
+    embedding: MotionEmbedding,
+    frames: int,
+    latent_height: int,
+    latent_width: int,
+    mode: str = "object",
+    strength: float = 1.0,
+) -> PreparedMotion:
+    """Resample ``embedding`` to ``frames`` and the latent grid, then apply ``mode`` and ``strength``.
+
+    Modes: ``object`` frame-differences the value embedding (keeps change, drops static appearance);
+    ``camera`` drops the value embedding (query-key only); ``raw`` uses both as trained.
+    """
+    if mode not in MOTION_MODES:
+        raise InvalidSettingError(f"Unknown motion mode {mode!r}; choose one of {', '.join(MOTION_MODES)}.")
+    if frames < 1 or latent_height < 1 or latent_width < 1:
+        raise InvalidSettingError(f"Cannot sample {frames} frames at a {latent_height}x{latent_width} latent.")
+    if not math.isfinite(strength):
+        raise InvalidSettingError(f"Motion strength must be a finite number, got {strength}.")
+    info = embedding.info
+    query_key = {name: resample_frames(t.float(), frames) * strength for name, t in embedding.query_key.items()}
+    value: dict[str, torch.Tensor] = {}
+    if mode != "camera":
+        for block in info.blocks:
+            old_grid = block.grid(info.latent_height, info.latent_width)
+            new_grid = block.grid(latent_height, latent_width)
+            for attention in block.attention_names:
+                tensor = resample_grid(resample_frames(embedding.value[attention].float(), frames), old_grid, new_grid)
+                if mode == "object":
+                    tensor = frame_difference(tensor)
+                value[attention] = tensor * strength
+    latent = embedding.inverted_latent
+    if latent is not None:
+        latent = resample_latent(latent, frames, latent_height, latent_width)
+    return PreparedMotion(query_key, value, latent)
+
+
+def check_fits(info: EmbeddingInfo, family: str, blocks: list[TemporalBlock], model_name: str) -> None:
+    """Raise :class:`IncompatibleEmbeddingError` unless every embedded layer exists in the model with the same width."""
+    if info.family != family:
+        raise IncompatibleEmbeddingError(
+            f"This motion embedding was trained on a {info.family!r} model ({info.base_model.get('name', '?')}) "
+            f"but {model_name!r} is a {family!r} model. Load the model it was trained on."
+        )
+    available = {b.name: b for b in blocks}
+    for block in info.blocks:
+        found = available.get(block.name)
+        if found is None or found.channels != block.channels or found.attention_names != block.attention_names:
+            have = f"{found.channels} channels" if found else "no such layer"
+            raise IncompatibleEmbeddingError(
+                f"This motion embedding has layer {block.name} with {block.channels} channels "
+                f"(trained on {info.base_model.get('name', '?')}), but {model_name!r} has {have} there. "
+                "The two models have different architectures; load the model it was trained on."
+            )

@@ -1,0 +1,40 @@
+"""Training losses for motion embeddings (predictions and targets are ``(B, C, F, h, w)`` latents)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .embedding import LOSS_NAMES
+from .errors import InvalidSettingError
+
+# MotionDirector's debiasing weights: anchor weight b = 1, a = sqrt(b^2 + 1).
+ANCHOR_WEIGHT = 1.0
+SCALED_WEIGHT = math.sqrt(ANCHOR_WEIGHT**2 + 1.0)
+
+
+def base_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Plain MSE in fp32."""
+    return F.mse_loss(prediction.float(), target.float())
+
+
+def debiased_temporal_loss(prediction: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """MSE plus an MSE on frames taken relative to a random anchor frame ``r``.
+
+    ``MSE(p, t) + MSE(a p - b p[:, :, r], a t - b t[:, :, r])``: subtracting the anchor removes what is shared
+    by all frames (appearance), so the second term weighs what changes between frames (motion).
+    """
+    prediction, target = prediction.float(), target.float()
+    frames = prediction.shape[2]
+    anchor = int(torch.randint(0, frames, (1,), generator=generator).item())
+    pred_rel = SCALED_WEIGHT * prediction - ANCHOR_WEIGHT * prediction[:, :, anchor : anchor + 1]
+    target_rel = SCALED_WEIGHT * target - ANCHOR_WEIGHT * target[:, :, anchor : anchor + 1]
+    return F.mse_loss(prediction, target) + F.mse_loss(pred_rel, target_rel)
+
+
+def check_loss_name(name: str) -> str:
+    if name not in LOSS_NAMES:
+        raise InvalidSettingError(f"Unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}.")
+    return name
