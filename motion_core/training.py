@@ -288,17 +288,15 @@ class _Trainer:
     def run_steps(self, on_step: StepCallback | None) -> None:
         start = time.perf_counter()
         config = self.config
+        params = [*self.query_key.values(), *self.value.values()]
+        last_good = [torch.empty_like(p) for p in params]  # the embedding before the latest update
         with torch.enable_grad():
             for step in range(self.completed_steps, config.steps):
                 self.optimizer.zero_grad(set_to_none=True)
                 value = self.forward_backward(step)
                 if not math.isfinite(value):
-                    self.save_progress(diverged_at_step=step)
-                    where = f"; the last good embedding (step {self.completed_steps}) was saved to {self.output_path}" if self.output_path else ""
-                    raise TrainingDivergedError(
-                        f"Training loss became {value} at step {step + 1}{where}. "
-                        "Lower the learning rate, or use fp32 precision if the model runs in fp16."
-                    )
+                    self._stop_diverged(step, value, params, last_good)
+                torch._foreach_copy_(last_good, [p.detach() for p in params])
                 self.optimizer.step()
                 self.completed_steps = step + 1
                 self.losses.append(value)
@@ -308,6 +306,20 @@ class _Trainer:
                     on_step(self.completed_steps, config.steps, value)
         self.timings["steps"] = time.perf_counter() - start
 
+    def _stop_diverged(self, step: int, value: float, params: list[nn.Parameter], last_good: list[torch.Tensor]) -> None:
+        """The embedding after ``step`` updates gave a non-finite loss: roll back one update, save, and stop."""
+        where = ""
+        if step > 0 and step > self.info.steps:
+            with torch.no_grad():
+                torch._foreach_copy_(params, last_good)
+            self.completed_steps = step - 1
+            if self.output_path is not None:
+                self.save_progress(diverged_at_step=step + 1)
+                where = f"; the last good embedding (after step {self.completed_steps}) was saved to {self.output_path}"
+        raise TrainingDivergedError(
+            f"Training loss became {value} at step {step + 1}{where}. "
+            "Lower the learning rate, or use fp32 precision if the model runs in fp16."
+        )
 
 def train_motion_embedding(
     model: VideoModel,
@@ -364,3 +376,26 @@ def train_motion_embedding(
         resume_state_path(output_path).unlink(missing_ok=True)
     trainer.timings["save"] = time.perf_counter() - start
     return TrainingResult(embedding.to("cpu"), trainer.losses, trainer.timings, output_path)
+
+
+@torch.no_grad()
+def evaluation_loss(model: VideoModel, frames: torch.Tensor, prompt: str, embedding: MotionEmbedding | None, draws: int = 8, seed: int = 1234) -> float:
+    """Mean base loss of ``embedding`` (or the plain model) on ``frames`` over ``draws`` fixed noise/timestep draws.
+
+    The draws depend only on ``seed``, so two embeddings are compared on exactly the same problems.
+    """
+    latents = encode_frames(model, frames, torch.Generator().manual_seed(seed))
+    text = encode_prompt(model, prompt)
+    processors = build_processors(model.unet, model.kernel)
+    if embedding is not None:
+        emb = embedding.to(model.device)
+        processors = build_processors(model.unet, model.kernel, embedding.info.blocks, emb.query_key, emb.value)
+    total = 0.0
+    with model.lock, installed_processors(model.unet, processors):
+        for draw in range(draws):
+            generator = step_generator(seed, draw)
+            noise = torch.randn(latents.shape, generator=generator).to(model.device)
+            timestep = torch.randint(0, model.scheduler.config.num_train_timesteps, (1,), generator=generator).to(model.device)
+            prediction = model.unet(add_noise(model.scheduler, latents, noise, timestep).to(model.dtype), timestep, encoder_hidden_states=text).sample
+            total += float(base_loss(prediction, training_target(model.scheduler, latents, noise, timestep)))
+    return total / draws

@@ -1,0 +1,176 @@
+"""Everything the nodes need from ComfyUI, imported defensively so the pack imports (and its nodes run) without it.
+
+Inside ComfyUI: folders come from ``folder_paths``, progress and Cancel from ``comfy.utils.ProgressBar`` and
+``comfy.model_management``, live messages go out through ``server.PromptServer``. Outside (tests, scripts):
+folders default to ``./motion_inversion_data/{models,input,output}`` or what :func:`use_standalone_folders`
+sets, and progress is logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+try:  # pragma: no cover - exercised only inside ComfyUI
+    import folder_paths  # type: ignore[import-not-found]
+except ImportError:
+    folder_paths = None
+try:  # pragma: no cover
+    import comfy.model_management as model_management  # type: ignore[import-not-found]
+    import comfy.utils as comfy_utils  # type: ignore[import-not-found]
+except ImportError:
+    model_management = None
+    comfy_utils = None
+PromptServer = None
+if folder_paths is not None:  # "server" is too common a module name to import outside ComfyUI
+    try:  # pragma: no cover
+        from server import PromptServer  # type: ignore[import-not-found,no-redef]
+    except ImportError:
+        PromptServer = None
+
+PACK_DIR = Path(__file__).resolve().parent.parent
+BUNDLED_MODELS_DIR = PACK_DIR / "assets"
+BUNDLED_CLIPS_DIR = PACK_DIR / "assets" / "sample_clips"
+BUNDLED_SUFFIX = " (bundled demo)"
+EMBEDDING_FOLDER = "motion_embeddings"
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif", ".m4v", ".webp")
+
+_standalone_root = Path(os.environ.get("MOTION_INVERSION_HOME", "motion_inversion_data"))
+
+
+def in_comfyui() -> bool:
+    return folder_paths is not None
+
+
+def use_standalone_folders(root: str | Path) -> None:
+    """Outside ComfyUI: put models/, input/ and output/ under ``root`` (tests and scripts)."""
+    global _standalone_root
+    _standalone_root = Path(root)
+
+
+def register_folders() -> None:
+    """Register ``models/motion_embeddings`` with ComfyUI (so ``extra_model_paths.yaml`` entries work too)."""
+    if folder_paths is None:
+        return
+    default = os.path.join(folder_paths.models_dir, EMBEDDING_FOLDER)
+    if EMBEDDING_FOLDER in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(EMBEDDING_FOLDER, default, is_default=True)
+    else:
+        folder_paths.folder_names_and_paths[EMBEDDING_FOLDER] = ([default], {".safetensors"})
+
+
+def _model_roots(kind: str) -> list[Path]:
+    if folder_paths is not None:
+        return [Path(p) for p in folder_paths.get_folder_paths(kind)]
+    return [_standalone_root / "models" / kind]
+
+
+def embedding_save_dir() -> Path:
+    return _model_roots(EMBEDDING_FOLDER)[0]
+
+
+def input_dir() -> Path:
+    return Path(folder_paths.get_input_directory()) if folder_paths is not None else _standalone_root / "input"
+
+
+def output_dir() -> Path:
+    return Path(folder_paths.get_output_directory()) if folder_paths is not None else _standalone_root / "output"
+
+
+def _bundled_models() -> dict[str, Path]:
+    if not BUNDLED_MODELS_DIR.is_dir():
+        return {}
+    return {p.name + BUNDLED_SUFFIX: p for p in sorted(BUNDLED_MODELS_DIR.iterdir()) if (p / "model_index.json").is_file()}
+
+
+def list_video_models() -> dict[str, Path]:
+    """Choice name -> folder: diffusers folders in ``models/diffusers`` plus the bundled demo model."""
+    found: dict[str, Path] = {}
+    for root in _model_roots("diffusers"):
+        if root.is_dir():
+            for entry in sorted(root.iterdir()):
+                if (entry / "model_index.json").is_file():
+                    found.setdefault(entry.name, entry)
+    found.update(_bundled_models())
+    return found
+
+
+def list_embeddings() -> dict[str, Path]:
+    """Choice name (relative path) -> file, for ``.safetensors`` files under ``models/motion_embeddings``."""
+    found: dict[str, Path] = {}
+    for root in _model_roots(EMBEDDING_FOLDER):
+        if root.is_dir():
+            for path in sorted(root.rglob("*.safetensors")):
+                found.setdefault(path.relative_to(root).as_posix(), path)
+    return found
+
+
+def list_videos() -> dict[str, Path]:
+    """Choice name -> file: videos in the input folder plus the bundled sample clips."""
+    found: dict[str, Path] = {}
+    root = input_dir()
+    if root.is_dir():
+        for path in sorted(root.iterdir()):
+            if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+                found[path.name] = path
+    if BUNDLED_CLIPS_DIR.is_dir():
+        for path in sorted(BUNDLED_CLIPS_DIR.iterdir()):
+            if path.suffix.lower() in VIDEO_EXTENSIONS:
+                found[path.name + BUNDLED_SUFFIX] = path
+    return found
+
+
+def torch_device() -> torch.device:
+    if model_management is not None:
+        return model_management.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def free_comfy_memory() -> None:
+    """Ask ComfyUI to unload its own models before a memory-hungry training run."""
+    if model_management is not None:
+        model_management.unload_all_models()
+        model_management.soft_empty_cache()
+
+
+def throw_if_interrupted() -> None:
+    """Raise ComfyUI's interrupt exception if the user pressed Cancel."""
+    if model_management is not None:
+        model_management.throw_exception_if_processing_interrupted()
+
+
+@contextlib.contextmanager
+def autograd_enabled() -> Iterator[None]:
+    """ComfyUI runs nodes under ``torch.inference_mode()``; training and model loading must leave it."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+class Progress:
+    """A progress bar that also checks for Cancel; logs when ComfyUI is absent."""
+
+    def __init__(self, total: int, node_id: str | None = None) -> None:
+        self.total = total
+        self.node_id = node_id
+        self._bar = comfy_utils.ProgressBar(total, node_id=node_id) if comfy_utils is not None else None
+
+    def update(self, value: int, preview: Any = None) -> None:
+        if self._bar is not None:
+            self._bar.update_absolute(value, self.total, preview)
+        elif value == self.total or value % max(1, self.total // 10) == 0:
+            logger.info("progress %d/%d", value, self.total)
+        throw_if_interrupted()
+
+
+def send_event(event: str, data: dict[str, Any]) -> None:
+    """Send a custom message to the ComfyUI frontend (ignored outside ComfyUI)."""
+    if PromptServer is not None and getattr(PromptServer, "instance", None) is not None:
+        PromptServer.instance.send_sync(event, data)

@@ -1,0 +1,87 @@
+"""Save, load and apply motion embeddings."""
+
+from __future__ import annotations
+
+from ..motion_core.embedding import MOTION_MODES, MotionEmbedding, check_fits
+from ..motion_core.embedding_file import load_embedding, save_embedding
+from ..motion_core.errors import EmbeddingFileError
+from ..motion_core.safe_paths import unique_output_path
+from ..motion_core.sampling import AppliedMotion
+from ..motion_core.temporal_layers import find_temporal_blocks
+from . import comfy_bridge
+from .embedding_facts import embedding_facts
+from .handles import CATEGORY, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
+
+
+class SaveMotionEmbedding:
+    DESCRIPTION = "Saves a motion embedding as .safetensors in models/motion_embeddings (written atomically)."
+    CATEGORY = f"{CATEGORY}/embeddings"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "motion_embedding": (EMBEDDING_TYPE, {"tooltip": "The embedding to save."}),
+                "filename_prefix": ("STRING", {"default": "motion_inversion/embedding", "tooltip": "File name under models/motion_embeddings; subfolders allowed, nothing outside it."}),
+            }
+        }
+
+    def save(self, motion_embedding: MotionEmbedding, filename_prefix: str):
+        path = unique_output_path(comfy_bridge.embedding_save_dir(), filename_prefix, ".safetensors")
+        save_embedding(motion_embedding, path)
+        return {"ui": {"motion_embedding": [embedding_facts(motion_embedding, path.name)]}}
+
+
+class LoadMotionEmbedding:
+    DESCRIPTION = "Loads a motion embedding (.safetensors) from models/motion_embeddings. Never unpickles anything."
+    CATEGORY = f"{CATEGORY}/embeddings"
+    RETURN_TYPES = (EMBEDDING_TYPE,)
+    RETURN_NAMES = ("motion_embedding",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = list(comfy_bridge.list_embeddings()) or ["(no motion embedding saved yet)"]
+        return {"required": {"embedding": (names, {"tooltip": "A file in models/motion_embeddings."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, embedding: str):
+        path = comfy_bridge.list_embeddings().get(embedding)
+        return path.stat().st_mtime_ns if path is not None and path.exists() else float("nan")
+
+    def load(self, embedding: str):
+        path = comfy_bridge.list_embeddings().get(embedding)
+        if path is None:
+            raise EmbeddingFileError(f"Motion embedding {embedding!r} was not found in models/motion_embeddings.")
+        loaded = load_embedding(path)
+        return {"ui": {"motion_embedding": [embedding_facts(loaded, path.name)]}, "result": (loaded,)}
+
+
+class ApplyMotionEmbedding:
+    DESCRIPTION = (
+        "Applies a motion embedding to a video model for the samplers downstream. The loaded model itself is "
+        "never changed: other branches of the graph still see the plain model."
+    )
+    CATEGORY = f"{CATEGORY}/embeddings"
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "The model the embedding was trained on (or one of the same architecture)."}),
+                "motion_embedding": (EMBEDDING_TYPE, {"tooltip": "The motion to transfer."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05, "tooltip": "Scales both embeddings; 0 is the plain model."}),
+                "mode": (list(MOTION_MODES), {"default": "object", "tooltip": "object: frame-differenced value embedding (keeps motion, drops the reference's look). camera: query-key only, best text alignment. raw: as trained (may copy the reference's look)."}),
+            }
+        }
+
+    def apply(self, model: MotionModel, motion_embedding: MotionEmbedding, strength: float, mode: str):
+        video_model = model.model
+        check_fits(motion_embedding.info, video_model.family, find_temporal_blocks(video_model.unet), video_model.name)
+        return (MotionModel(video_model, AppliedMotion(motion_embedding, float(strength), mode)),)

@@ -1,0 +1,60 @@
+"""MI_MotionSampler: text-to-video generation with the applied motion embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from ..motion_core.diffusion import decode_latents
+from ..motion_core.sampling import SCHEDULERS, SamplingConfig, sample_video
+from . import comfy_bridge
+from .handles import CATEGORY, MODEL_TYPE, MotionModel
+
+PREVIEW_MAX_SIZE = 512
+
+
+class MotionSampler:
+    DESCRIPTION = (
+        "Generates a clip from a prompt with the motion embedding applied to the model (or the plain model). "
+        "Output frames go to core Create Video / Save Video, Save Animated WEBP or Video Combine."
+    )
+    CATEGORY = f"{CATEGORY}/sampling"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("Generated frames [F,H,W,3] in 0..1.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "A video model, usually from Apply Motion Embedding."}),
+                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What the new clip should show."}),
+                "negative_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What to avoid."}),
+                "width": ("INT", {"default": 576, "min": 8, "max": 4096, "step": 8, "tooltip": "Width in pixels (a multiple of the model's size factor)."}),
+                "height": ("INT", {"default": 320, "min": 8, "max": 4096, "step": 8, "tooltip": "Height in pixels."}),
+                "frames": ("INT", {"default": 24, "min": 1, "max": 1024, "tooltip": "Frame count; the embedding is resampled if it was trained with another count."}),
+                "steps": ("INT", {"default": 30, "min": 1, "max": 1000, "tooltip": "Denoising steps."}),
+                "cfg": ("FLOAT", {"default": 12.0, "min": 0.0, "max": 50.0, "step": 0.1, "tooltip": "Classifier-free guidance scale (1 disables guidance)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Noise seed."}),
+                "scheduler": (list(SCHEDULERS), {"default": "ddim", "tooltip": "Sampler (the paper uses DDIM)."}),
+                "noise_prior": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Blend of the reference's DDIM-inverted latent into the start noise (0: pure noise)."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def sample(self, model: MotionModel, prompt: str, negative_prompt: str, width: int, height: int, frames: int, steps: int,
+               cfg: float, seed: int, scheduler: str, noise_prior: float, unique_id: str | None = None):
+        video_model = model.model
+        config = SamplingConfig(prompt, negative_prompt, width, height, frames, steps, cfg, seed, scheduler, noise_prior)
+        progress = comfy_bridge.Progress(steps, unique_id)
+
+        def on_step(done: int, total: int, clean_latent) -> None:
+            preview = None
+            if comfy_bridge.in_comfyui():
+                middle = clean_latent.shape[2] // 2
+                frame = decode_latents(video_model, clean_latent[:, :, middle : middle + 1])[0]
+                preview = ("JPEG", Image.fromarray((frame.numpy() * 255).astype(np.uint8)), PREVIEW_MAX_SIZE)
+            progress.update(done, preview)
+
+        return (sample_video(video_model, config, model.motion, on_step),)

@@ -1,0 +1,130 @@
+"""The .safetensors embedding format: round trip, validation, clear errors for files that do not fit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from motion_core.embedding import EmbeddingInfo, check_fits, zero_embedding
+from motion_core.embedding_file import load_embedding, read_embedding_info, save_embedding
+from motion_core.errors import EmbeddingFileError, IncompatibleEmbeddingError
+from motion_core.temporal_layers import TemporalBlock, find_temporal_blocks, select_temporal_blocks
+
+
+def make_embedding(model, layer_set="paper", frames=4, latent=8, seed=0):
+    blocks = select_temporal_blocks(model.unet, layer_set)
+    info = EmbeddingInfo("unet3d", dict(model.identity), tuple(blocks), latent * 2, latent * 2, frames, latent, latent,
+                         steps=7, loss="base", prompt="a red square", extra={"learning_rate": 0.1})
+    emb = zero_embedding(info)
+    g = torch.Generator().manual_seed(seed)
+    for t in (*emb.query_key.values(), *emb.value.values()):
+        t.copy_(torch.randn(t.shape, generator=g))
+    emb.inverted_latent = torch.randn(4, frames, latent, latent, generator=g)
+    return emb
+
+
+def test_round_trip_keeps_tensors_and_metadata(tiny_model, tmp_path):
+    emb = make_embedding(tiny_model)
+    path = save_embedding(emb, tmp_path / "e.safetensors")
+    loaded = load_embedding(path)
+    assert loaded.info == emb.info
+    for name, tensor in emb.query_key.items():
+        assert torch.equal(loaded.query_key[name], tensor)
+    for name, tensor in emb.value.items():
+        assert torch.equal(loaded.value[name], tensor)
+    assert torch.equal(loaded.inverted_latent, emb.inverted_latent)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_file_is_plain_safetensors_not_pickle(tiny_model, tmp_path):
+    path = save_embedding(make_embedding(tiny_model), tmp_path / "e.safetensors")
+    header_length = int.from_bytes(path.read_bytes()[:8], "little")
+    header = json.loads(path.read_bytes()[8 : 8 + header_length])
+    meta = header["__metadata__"]
+    assert meta["format"] == "motion_inversion_embedding" and meta["family"] == "unet3d"
+    assert json.loads(meta["base_model"])["name"] == "tiny-t2v"
+    assert {k for k in header if k != "__metadata__"} >= {"inverted_latent"}
+
+
+def test_wrong_model_architecture_names_both_sides(tiny_model, tmp_path):
+    emb = make_embedding(tiny_model)
+    other = [TemporalBlock(b.name, b.channels * 2, b.level, b.attention_names) for b in find_temporal_blocks(tiny_model.unet)]
+    with pytest.raises(IncompatibleEmbeddingError, match=r"tiny-t2v.*other-model|other-model.*tiny-t2v") as err:
+        check_fits(emb.info, "unet3d", other, "other-model")
+    assert "channels" in str(err.value)
+    with pytest.raises(IncompatibleEmbeddingError, match="'animatediff'"):
+        check_fits(emb.info, "animatediff", find_temporal_blocks(tiny_model.unet), "other-model")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: b[: len(b) // 2], "cannot be read as safetensors"),
+        (lambda b: b"this is not a safetensors file at all", "cannot be read as safetensors"),
+        (lambda b: b"", "cannot be read as safetensors"),
+    ],
+)
+def test_damaged_files_give_clear_errors(tiny_model, tmp_path, damage, message):
+    path = save_embedding(make_embedding(tiny_model), tmp_path / "e.safetensors")
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(EmbeddingFileError, match=message):
+        load_embedding(path)
+
+
+def _rewrite(path, tensors=None, metadata=None):
+    import safetensors
+
+    with safetensors.safe_open(str(path), "pt") as f:
+        old_tensors = {k: f.get_tensor(k) for k in f.keys()}
+        old_meta = f.metadata()
+    save_file(tensors if tensors is not None else old_tensors, str(path), metadata=metadata if metadata is not None else old_meta)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t, m: (t, {k: v for k, v in m.items() if k != "format"}), "not a motion embedding"),
+        (lambda t, m: (t, {**m, "blocks": "{not json"}), "not valid JSON"),
+        (lambda t, m: (t, {**m, "train_frames": "many"}), "not a whole number"),
+        (lambda t, m: (t, {**m, "train_frames": "99999999"}), "outside"),
+        (lambda t, m: (t, {**m, "format_version": "99"}), "newer than this pack"),
+        (lambda t, m: ({k: (v.half() if k == "inverted_latent" else v) for k, v in t.items()} | {"inverted_latent": torch.zeros(2, 2, dtype=torch.int32)}, m), "not floating point"),
+        (lambda t, m: ({k: v for k, v in t.items() if not k.startswith("value.")}, m), "missing"),
+        (lambda t, m: ({k: (v[:1] if k.startswith("value.") else v) for k, v in t.items()}, m), "has shape"),
+        (lambda t, m: ({**t, "evil": torch.zeros(1)}, m), "unexpected tensors"),
+        (lambda t, m: ({**t, "inverted_latent": torch.zeros(4, 3, 8, 8)}, m), "inverted latent"),
+        (lambda t, m: ({k: torch.full_like(v, float("nan")) for k, v in t.items()}, m), "NaN"),
+    ],
+)
+def test_bad_contents_give_clear_errors(tiny_model, tmp_path, edit, message):
+    path = save_embedding(make_embedding(tiny_model), tmp_path / "e.safetensors")
+    import safetensors
+
+    with safetensors.safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = f.metadata()
+    tensors, meta = edit(tensors, meta)
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(EmbeddingFileError, match=message):
+        load_embedding(path)
+
+
+def test_half_precision_tensors_load_as_fp32(tiny_model, tmp_path):
+    emb = make_embedding(tiny_model)
+    path = save_embedding(emb, tmp_path / "e.safetensors")
+    import safetensors
+
+    with safetensors.safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k).half() for k in f.keys()}
+        meta = f.metadata()
+    save_file(tensors, str(path), metadata=meta)
+    loaded = load_embedding(path)
+    assert all(t.dtype == torch.float32 for t in loaded.value.values())
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(EmbeddingFileError, match="not found"):
+        read_embedding_info(tmp_path / "nope.safetensors")
