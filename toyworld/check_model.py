@@ -1,0 +1,203 @@
+"""Check that a toy-world text-to-video model does what the demo needs.
+
+Samples clips over every colour x shape prompt and many seeds with diffusers' ``TextToVideoSDPipeline``
+and measures, with :mod:`toyworld.metrics`:
+
+* colour and shape follow the prompt (targets: >= 90 % each, and both together);
+* an object is present (fraction of frames; target >= 95 %);
+* it moves: mean per-frame speed (the world moves at 1-3 px/frame) and the spread of mean motion
+  directions across seeds (``1 - mean resultant length``: 0 = always the same direction, ~1 = uniform).
+
+Usage::
+
+    python -m toyworld.check_model --model assets/toyworld-t2v --samples 64
+    python -m toyworld.check_model --model assets/toyworld-t2v --samples 36 --guidance 1 3 5 7.5
+
+Also reported: ``velocity_change_px_per_frame``, the mean distance of each per-frame displacement from the
+clip's mean displacement (0 for constant velocity; bounces, curves and speed changes raise it), beside the
+same figures for rendered world clips (``world_reference``).
+
+Prints a summary per guidance scale and writes JSON (``--json``, default ``/tmp/toyworld_check.json``,
+outside the model folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from .metrics import circular_spread, detect_clip, displacements, mean_motion
+from .world import COLOURS, SHAPES, caption_for
+
+logger = logging.getLogger(__name__)
+
+TARGETS = {"colour_acc": 0.90, "shape_acc": 0.90, "presence": 0.95}
+
+
+def load_pipeline(model: Path):
+    """Load the folder as a fp32 ``TextToVideoSDPipeline`` on CPU."""
+    from diffusers import TextToVideoSDPipeline
+
+    pipe = TextToVideoSDPipeline.from_pretrained(str(model), torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sample_clips(
+    pipe,
+    prompts: list[str],
+    seeds: list[int],
+    guidance: float,
+    steps: int = 25,
+    num_frames: int = 8,
+    size: int = 32,
+    batch: int = 8,
+) -> torch.Tensor:
+    """Generate one clip per (prompt, seed).
+
+    Returns:
+        ``[N, F, H, W, 3]`` float in 0..1.
+    """
+    out = []
+    for i in range(0, len(prompts), batch):
+        ps, ss = prompts[i : i + batch], seeds[i : i + batch]
+        gens = [torch.Generator().manual_seed(s) for s in ss]
+        video = pipe(
+            ps,
+            height=size,
+            width=size,
+            num_frames=num_frames,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=gens,
+            output_type="pt",
+        ).frames
+        video = torch.as_tensor(video)
+        # diffusers returns [B, F, C, H, W] for output_type="pt"
+        out.append(video.permute(0, 1, 3, 4, 2).float())
+    return torch.cat(out)
+
+
+def evaluate(clips: torch.Tensor, prompts: list[str], specs: list[tuple[str, str]]) -> dict:
+    """Score sampled clips ``[N, F, H, W, 3]`` against their requested ``(colour, shape)``."""
+    colour_ok, shape_ok, both_ok, presence, all_present, speeds, angles, vchange = [], [], [], [], [], [], [], []
+    per_prompt: dict[str, list[int]] = {}
+    for clip, prompt, (c, s) in zip(clips, prompts, specs):
+        det = detect_clip(clip)
+        colour_ok.append(det.colour == c)
+        shape_ok.append(det.shape == s)
+        both_ok.append(det.colour == c and det.shape == s)
+        presence.append(det.presence_rate)
+        all_present.append(bool(det.present.all()))
+        sp, ang = mean_motion(det.centroids)
+        speeds.append(sp)
+        angles.append(ang)
+        d = displacements(det.centroids)
+        d = d[~d.isnan().any(dim=1)]
+        if len(d) > 1:  # how far the motion is from constant velocity (bounces, curves, speed changes)
+            vchange.append(float((d - d.mean(dim=0)).norm(dim=1).mean()))
+        per_prompt.setdefault(prompt, []).append(int(both_ok[-1]))
+    valid_speeds = [x for x in speeds if not math.isnan(x)]
+    octants = [0] * 8
+    for a in angles:
+        if not math.isnan(a):
+            octants[int(((a + math.pi) / (2 * math.pi)) * 8) % 8] += 1
+    n = len(prompts)
+    return {
+        "samples": n,
+        "colour_acc": sum(colour_ok) / n,
+        "shape_acc": sum(shape_ok) / n,
+        "colour_and_shape_acc": sum(both_ok) / n,
+        "presence": sum(presence) / n,
+        "all_frames_present": sum(all_present) / n,
+        "mean_speed_px_per_frame": sum(valid_speeds) / max(len(valid_speeds), 1),
+        "moving_fraction(speed>0.5)": sum(x > 0.5 for x in valid_speeds) / n,
+        "direction_spread": circular_spread(angles),
+        "velocity_change_px_per_frame": sum(vchange) / max(len(vchange), 1),
+        "direction_octant_counts": octants,
+        "per_prompt_acc": {k: sum(v) / len(v) for k, v in sorted(per_prompt.items())},
+    }
+
+
+def reference_stats(n: int = 64) -> dict:
+    """The same statistics on rendered world clips (what a perfect model would score)."""
+    from .world import random_clip
+
+    clips = [random_clip(3_000_000 + i) for i in range(n)]
+    frames = torch.stack([c.frames for c in clips])
+    r = evaluate(frames, [c.caption for c in clips], [(c.colour, c.shape) for c in clips])
+    r.pop("per_prompt_acc")
+    return r
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=Path("assets/toyworld-t2v"))
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--guidance", type=float, nargs="+", default=[1.5])
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=Path("/tmp/toyworld_check.json"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+
+    specs = [(c, s) for c in COLOURS for s in SHAPES]
+    chosen = [specs[i % len(specs)] for i in range(args.samples)]
+    prompts = [caption_for(c, s) for c, s in chosen]
+    seeds = [args.seed + i for i in range(args.samples)]
+    pipe = load_pipeline(args.model)
+    report = {
+        "model": str(args.model),
+        "steps": args.steps,
+        "seed": args.seed,
+        "world_reference": reference_stats(),
+        "targets": TARGETS,
+        "by_guidance": {},
+    }
+    for g in args.guidance:
+        t0 = time.time()
+        clips = sample_clips(pipe, prompts, seeds, g, args.steps)
+        r = evaluate(clips, prompts, chosen)
+        r["sample_seconds"] = time.time() - t0
+        r["passes_targets"] = all(r[k] >= v for k, v in TARGETS.items())
+        report["by_guidance"][str(g)] = r
+        logger.info(
+            "guidance %.1f: colour %.3f shape %.3f both %.3f presence %.3f all-present %.3f speed %.2f px/f "
+            "moving %.2f dir-spread %.2f vel-change %.2f octants %s (%.0fs) %s",
+            g,
+            r["colour_acc"],
+            r["shape_acc"],
+            r["colour_and_shape_acc"],
+            r["presence"],
+            r["all_frames_present"],
+            r["mean_speed_px_per_frame"],
+            r["moving_fraction(speed>0.5)"],
+            r["direction_spread"],
+            r["velocity_change_px_per_frame"],
+            r["direction_octant_counts"],
+            r["sample_seconds"],
+            "PASS" if r["passes_targets"] else "FAIL",
+        )
+    ref = report["world_reference"]
+    logger.info(
+        "world reference: speed %.2f px/f, dir-spread %.2f, vel-change %.2f",
+        ref["mean_speed_px_per_frame"],
+        ref["direction_spread"],
+        ref["velocity_change_px_per_frame"],
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1))
+    logger.info("wrote %s", args.json)
+
+
+if __name__ == "__main__":
+    main()
