@@ -22,6 +22,9 @@ def atomic_output_path(final_path: str | Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".partial", dir=final_path.parent)
     os.close(fd)
     tmp_path = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; saved files should be readable like any other
     try:
         yield tmp_path
         os.replace(tmp_path, final_path)

@@ -39,6 +39,7 @@ if folder_paths is not None:  # "server" is too common a module name to import o
 PACK_DIR = Path(__file__).resolve().parent.parent
 BUNDLED_MODELS_DIR = PACK_DIR / "assets"
 BUNDLED_CLIPS_DIR = PACK_DIR / "assets" / "sample_clips"
+BUNDLED_EMBEDDINGS_DIR = PACK_DIR / "assets" / "embeddings"
 BUNDLED_SUFFIX = " (bundled demo)"
 EMBEDDING_FOLDER = "motion_embeddings"
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif", ".m4v", ".webp")
@@ -104,12 +105,15 @@ def list_video_models() -> dict[str, Path]:
 
 
 def list_embeddings() -> dict[str, Path]:
-    """Choice name (relative path) -> file, for ``.safetensors`` files under ``models/motion_embeddings``."""
+    """Choice name (relative path) -> file: ``.safetensors`` under ``models/motion_embeddings`` plus bundled demos."""
     found: dict[str, Path] = {}
     for root in _model_roots(EMBEDDING_FOLDER):
         if root.is_dir():
             for path in sorted(root.rglob("*.safetensors")):
                 found.setdefault(path.relative_to(root).as_posix(), path)
+    if BUNDLED_EMBEDDINGS_DIR.is_dir():
+        for path in sorted(BUNDLED_EMBEDDINGS_DIR.glob("*.safetensors")):
+            found[path.name + BUNDLED_SUFFIX] = path
     return found
 
 

@@ -36,7 +36,7 @@ class MotionSampler:
                 "frames": ("INT", {"default": 24, "min": 1, "max": 1024, "tooltip": "Frame count; the embedding is resampled if it was trained with another count."}),
                 "steps": ("INT", {"default": 30, "min": 1, "max": 1000, "tooltip": "Denoising steps."}),
                 "cfg": ("FLOAT", {"default": 12.0, "min": 0.0, "max": 50.0, "step": 0.1, "tooltip": "Classifier-free guidance scale (1 disables guidance)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Noise seed."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Noise seed."}),
                 "scheduler": (list(SCHEDULERS), {"default": "ddim", "tooltip": "Sampler (the paper uses DDIM)."}),
                 "noise_prior": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Blend of the reference's DDIM-inverted latent into the start noise (0: pure noise)."}),
             },

@@ -44,7 +44,7 @@ class TrainMotionEmbedding:
                 "width": ("INT", {"default": 576, "min": 8, "max": 4096, "step": 8, "tooltip": "Training width; frames are resized (crop) and the size rounded to what the model accepts."}),
                 "height": ("INT", {"default": 320, "min": 8, "max": 4096, "step": 8, "tooltip": "Training height."}),
                 "frame_count": ("INT", {"default": 24, "min": 0, "max": 1024, "tooltip": "Frames to train on (the first ones); 0 uses every frame given."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seed of the noise and timesteps drawn at each step."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of the noise and timesteps drawn at each step."}),
                 "gradient_checkpointing": ("BOOLEAN", {"default": True, "tooltip": "Recompute activations in the backward pass: much less memory, a little slower."}),
                 "save_every": ("INT", {"default": 100, "min": 0, "max": 100_000, "tooltip": "Also save the embedding every n steps (0: only at the end). Cancel always saves what was trained."}),
                 "filename_prefix": ("STRING", {"default": "motion_inversion/embedding", "tooltip": "File name under models/motion_embeddings; subfolders allowed, nothing outside it."}),

@@ -1,0 +1,163 @@
+"""Write the example workflows in ``workflows/`` (ComfyUI editor format, version 0.4) from the node definitions.
+
+Widget values are listed in the order of each node's widget inputs, as the editor saves them; seed inputs are
+followed by their "control after generate" value and the video upload combo by its upload button's value.
+Re-run after changing a node's inputs, then check the diff: released workflows must keep loading.
+
+    python scripts/build_workflows.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / "workflows"
+DEMO_MODEL = "toyworld-t2v (bundled demo)"
+DEMO_CLIP = "toyworld_red_square_bounce.mp4 (bundled demo)"
+DEMO_EMBEDDING = "toyworld_red_square_bounce.safetensors (bundled demo)"
+
+# Settings that work for the bundled toy-world model (32x32, 8 frames; see toyworld/README.md).
+DEMO_TRAIN = {"prompt": "a red square", "steps": 200, "learning_rate": 0.1, "loss": "base", "layers": "all", "width": 32,
+              "height": 32, "frame_count": 8, "seed": 0, "gradient_checkpointing": False, "save_every": 50,
+              "filename_prefix": "motion_inversion/demo"}
+DEMO_SAMPLE = {"prompt": "a blue circle", "negative_prompt": "", "width": 32, "height": 32, "frames": 8, "steps": 25, "cfg": 1.5,
+               "seed": 0, "scheduler": "ddim", "noise_prior": 0.5}
+
+CORE_NODES: dict[str, dict[str, Any]] = {
+    # Core ComfyUI nodes used by the examples: (input name, type) in order, widget names in order, outputs.
+    "PreviewImage": {"inputs": [("images", "IMAGE")], "widgets": [], "outputs": []},
+    "SaveAnimatedWEBP": {"inputs": [("images", "IMAGE")], "widgets": ["filename_prefix", "fps", "lossless", "quality", "method"],
+                         "outputs": [("IMAGE", "images")]},
+}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+
+
+def load_pack():
+    spec = importlib.util.spec_from_file_location("motion_inversion_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["motion_inversion_pack"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def is_widget(spec: tuple) -> bool:
+    kind = spec[0]
+    return isinstance(kind, list) or (kind in WIDGET_TYPES and not (len(spec) > 1 and spec[1].get("forceInput")))
+
+
+def widget_values(node_class: type, values: dict[str, Any]) -> list[Any]:
+    """Values in widget order, with the extra values the editor stores for seed controls and upload buttons."""
+    out: list[Any] = []
+    inputs = node_class.INPUT_TYPES()
+    for section in ("required", "optional"):
+        for name, spec in inputs.get(section, {}).items():
+            if not is_widget(spec):
+                continue
+            options = spec[1] if len(spec) > 1 else {}
+            default = options.get("default", spec[0][0] if isinstance(spec[0], list) and spec[0] else None)
+            out.append(values.get(name, default))
+            if options.get("control_after_generate") or name in ("seed", "noise_seed"):
+                out.append("fixed")
+            if options.get("video_upload") or options.get("image_upload"):
+                out.append("image")
+    return out
+
+
+@dataclass
+class Graph:
+    pack: Any
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    links: list[list[Any]] = field(default_factory=list)
+
+    def _slots(self, node_type: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        if node_type in CORE_NODES:
+            core = CORE_NODES[node_type]
+            return core["inputs"], core["outputs"]
+        cls = self.pack.NODE_CLASS_MAPPINGS[node_type]
+        spec = cls.INPUT_TYPES()
+        inputs = [(name, s[0]) for section in ("required", "optional") for name, s in spec.get(section, {}).items() if not is_widget(s)]
+        names = getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)
+        return inputs, list(zip(cls.RETURN_TYPES, names))
+
+    def add(self, node_type: str, pos: tuple[int, int], values: dict[str, Any] | None = None, size=(320, 260)) -> int:
+        node_id = len(self.nodes) + 1
+        inputs, outputs = self._slots(node_type)
+        if node_type in CORE_NODES:
+            widgets = [values[name] for name in CORE_NODES[node_type]["widgets"]] if values else []
+        else:
+            widgets = widget_values(self.pack.NODE_CLASS_MAPPINGS[node_type], values or {})
+        self.nodes.append({
+            "id": node_id, "type": node_type, "pos": list(pos), "size": list(size), "flags": {}, "order": node_id - 1, "mode": 0,
+            "inputs": [{"name": name, "type": kind, "link": None} for name, kind in inputs],
+            "outputs": [{"name": name, "type": kind, "links": [], "slot_index": i} for i, (kind, name) in enumerate(outputs)],
+            "properties": {"Node name for S&R": node_type},
+            "widgets_values": widgets,
+        })
+        return node_id
+
+    def link(self, source: int, output_slot: int, target: int, input_name: str) -> None:
+        link_id = len(self.links) + 1
+        src, dst = self.nodes[source - 1], self.nodes[target - 1]
+        slot = next(i for i, item in enumerate(dst["inputs"]) if item["name"] == input_name)
+        kind = src["outputs"][output_slot]["type"]
+        src["outputs"][output_slot]["links"].append(link_id)
+        dst["inputs"][slot]["link"] = link_id
+        self.links.append([link_id, source, output_slot, target, slot, kind])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes, "links": self.links,
+                "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+
+
+def train_and_sample(pack) -> dict[str, Any]:
+    g = Graph(pack)
+    model = g.add("MI_LoadVideoModel", (40, 40), {"model": DEMO_MODEL}, (320, 110))
+    frames = g.add("MI_LoadVideoFrames", (40, 200), {"video": DEMO_CLIP, "frame_count": 8, "width": 32, "height": 32}, (320, 330))
+    train = g.add("MI_TrainMotionEmbedding", (400, 40), DEMO_TRAIN, (360, 520))
+    curve = g.add("PreviewImage", (800, 40), None, (360, 260))
+    apply = g.add("MI_ApplyMotionEmbedding", (800, 340), {"strength": 1.0, "mode": "object"}, (320, 130))
+    sampler = g.add("MI_MotionSampler", (1160, 40), DEMO_SAMPLE, (340, 480))
+    save = g.add("SaveAnimatedWEBP", (1540, 40), {"filename_prefix": "motion_inversion/demo", "fps": 8.0, "lossless": True,
+                                                  "quality": 90, "method": "default"}, (360, 420))
+    g.link(model, 0, train, "model")
+    g.link(frames, 0, train, "frames")
+    g.link(train, 1, curve, "images")
+    g.link(model, 0, apply, "model")
+    g.link(train, 0, apply, "motion_embedding")
+    g.link(apply, 0, sampler, "model")
+    g.link(sampler, 0, save, "images")
+    return g.to_json()
+
+
+def load_embedding_and_sample(pack) -> dict[str, Any]:
+    g = Graph(pack)
+    model = g.add("MI_LoadVideoModel", (40, 40), {"model": DEMO_MODEL}, (320, 110))
+    embedding = g.add("MI_LoadMotionEmbedding", (40, 200), {"embedding": DEMO_EMBEDDING}, (320, 90))
+    apply = g.add("MI_ApplyMotionEmbedding", (400, 40), {"strength": 1.0, "mode": "object"}, (320, 130))
+    sampler = g.add("MI_MotionSampler", (760, 40), {**DEMO_SAMPLE, "prompt": "a green triangle"}, (340, 480))
+    save = g.add("SaveAnimatedWEBP", (1140, 40), {"filename_prefix": "motion_inversion/from_embedding", "fps": 8.0, "lossless": True,
+                                                  "quality": 90, "method": "default"}, (360, 420))
+    g.link(model, 0, apply, "model")
+    g.link(embedding, 0, apply, "motion_embedding")
+    g.link(apply, 0, sampler, "model")
+    g.link(sampler, 0, save, "images")
+    return g.to_json()
+
+
+def main() -> None:
+    pack = load_pack()
+    WORKFLOWS.mkdir(exist_ok=True)
+    for name, build in (("train_and_sample", train_and_sample), ("load_embedding_and_sample", load_embedding_and_sample)):
+        path = WORKFLOWS / f"{name}.json"
+        path.write_text(json.dumps(build(pack), indent=2) + "\n")
+        sys.stdout.write(f"wrote {path.relative_to(ROOT)}\n")
+
+
+if __name__ == "__main__":
+    main()
