@@ -94,6 +94,8 @@ def read_video_frames(
             f"Bad frame selection (start {start_frame}, stride {frame_stride}, count {frame_count}, size {width}x{height}): "
             "start, count and size must be 0 or more and stride at least 1."
         )
+    if path.suffix.lower() == ".webp" and path.is_file():
+        return _read_animated_webp(path, start_frame, frame_stride, frame_count, width, height, resize_mode)
     container = _open(path)
     picked: list[np.ndarray] = []
     decoded = 0
@@ -134,6 +136,36 @@ def read_video_frames(
     if width or height:
         frames = resize_frames(frames, width or source_size[0], height or source_size[1], resize_mode)
     return VideoClip(frames.contiguous(), fps / frame_stride, declared, source_size, str(path))
+
+
+def _read_animated_webp(path: Path, start: int, stride: int, count: int, width: int, height: int, mode: str) -> VideoClip:
+    """FFmpeg cannot decode animated WebP (what ComfyUI's Save Animated WEBP writes); Pillow can."""
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            durations = []
+            picked = []
+            for index, frame in enumerate(ImageSequence.Iterator(image)):
+                durations.append(frame.info.get("duration", 0))
+                if index >= start and (index - start) % stride == 0:
+                    picked.append(np.asarray(frame.convert("RGBA"), dtype=np.float32) / 255.0)
+                    if count and len(picked) == count:
+                        break
+    except (UnidentifiedImageError, OSError) as exc:
+        raise VideoInputError(f"{path.name} cannot be read as an animated WebP ({exc}).") from None
+    if not picked or (count and len(picked) < count):
+        raise VideoInputError(
+            f"{path.name} has only {len(picked)} frames from frame {start} with stride {stride}, but {count or 1} were asked for. "
+            "Lower frame_count (0 takes all), the stride, or the start frame."
+        )
+    frames = torch.from_numpy(np.stack(picked))
+    frames = frames[..., :3] * frames[..., 3:4]
+    fps = 1000.0 / max(1, float(np.mean(durations))) if any(durations) else DEFAULT_FPS
+    source_size = (frames.shape[2], frames.shape[1])
+    if width or height:
+        frames = resize_frames(frames, width or source_size[0], height or source_size[1], mode)
+    return VideoClip(frames.contiguous(), fps / stride, len(durations), source_size, str(path))
 
 
 def _to_uint8(frames: torch.Tensor, upscale: int) -> np.ndarray:
