@@ -29,6 +29,7 @@ from .embedding_file import save_embedding
 from .errors import InvalidSettingError, TrainingDivergedError
 from .inversion import ddim_invert
 from .losses import base_loss, check_loss_name, debiased_temporal_loss
+from .memory_estimate import check_training_fits
 from .model_loading import VideoModel
 from .patching import build_processors, installed_processors
 from .spatial_lora import SpatialLoRAProcessor, spatial_attention_names
@@ -345,6 +346,8 @@ def train_motion_embedding(
     """
     config.validate()
     _check_frames(model, frames)
+    latent_h, latent_w = model.latent_size(frames.shape[2], frames.shape[1])
+    check_training_fits(model, frames.shape[0], latent_h, latent_w, config.gradient_checkpointing)
     output_path = Path(output_path) if output_path is not None else None
     trainer = _Trainer(model, frames, config, output_path)
     with model.lock:
