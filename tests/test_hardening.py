@@ -108,8 +108,10 @@ def _rss_bytes() -> int:
 
 @pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="needs Linux /proc")
 def test_twenty_train_and_sample_cycles_keep_memory_flat(tiny_model, reference_clip):
-    config = TrainingConfig(prompt="a red square", steps=2, learning_rate=0.1, layer_set="all", inversion_steps=2)
-    sampling = SamplingConfig(prompt="a blue circle", width=32, height=32, frames=6, steps=2, guidance_scale=2.0)
+    config = TrainingConfig(prompt="a red square", steps=2, learning_rate=0.1, layer_set="all", inversion_steps=2,
+                            gradient_checkpointing=False)
+    sampling = SamplingConfig(prompt="a blue circle", width=16, height=16, frames=4, steps=2, guidance_scale=2.0)
+    reference_clip = reference_clip[:4, :16, :16]
     before = dict(tiny_model.unet.attn_processors)
     readings = []
     for cycle in range(20):
