@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import struct
 
 import pytest
@@ -19,7 +20,8 @@ from motion_core.sampling import AppliedMotion, SamplingConfig, sample_video
 from motion_core.temporal_layers import select_temporal_blocks
 from motion_core.training import TrainingConfig, train_motion_embedding
 
-FUZZ_CASES = 300  # per strategy in CI; scripts/fuzz_embedding_loader.py runs many more
+# Cases per fuzz strategy: 300 in CI; MI_FUZZ_CASES=5000 python -m pytest tests/test_hardening.py -k fuzz runs more.
+FUZZ_CASES = int(os.environ.get("MI_FUZZ_CASES", "300"))
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +102,11 @@ def test_estimate_grows_with_size_and_shrinks_with_checkpointing(tiny_model):
 
 
 def _rss_bytes() -> int:
-    import os
-
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="needs Linux /proc")
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
 def test_twenty_train_and_sample_cycles_keep_memory_flat(tiny_model, reference_clip):
     config = TrainingConfig(prompt="a red square", steps=2, learning_rate=0.1, layer_set="all", inversion_steps=2,
                             gradient_checkpointing=False)
