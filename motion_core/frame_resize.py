@@ -1,4 +1,10 @@
-"""Resize frame batches (ComfyUI IMAGE layout ``(F, H, W, C)`` in 0..1) by crop, pad or stretch."""
+"""Resize frame batches in ComfyUI's IMAGE layout ``(F, H, W, C)``, values 0..1, by crop, pad or stretch.
+
+crop: scale until the frame is covered, then cut the overhang equally on both sides (the centre stays).
+pad: scale until the content fits, then centre it on black. stretch: resize to the exact size, ignoring the
+aspect ratio. Shrinking is antialiased (bilinear with ``antialias=True``, close to area averaging), so
+downscaled reference frames do not alias; enlarging is plain bilinear.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +23,32 @@ ResizeMode = Literal["crop", "pad", "stretch"]
 RESIZE_MODES: tuple[str, ...] = ("crop", "pad", "stretch")
 
 
+def check_resize_mode(mode: str) -> None:
+    """Raise :class:`InvalidSettingError` unless ``mode`` is one of :data:`RESIZE_MODES`."""
+    if mode not in RESIZE_MODES:
+        raise InvalidSettingError(f"Unknown resize mode {mode!r}; choose one of: {', '.join(RESIZE_MODES)}.")
+
+
 def to_rgb(frames: torch.Tensor) -> torch.Tensor:
-    """``(F, H, W, C)`` with C = 1 (grey), 3 or 4 (alpha, composited over black) -> ``(F, H, W, 3)`` float."""
+    """Bring a frame batch to three float32 channels.
+
+    Args:
+        frames: ``(F, H, W, C)`` with C = 1 (grey, repeated to RGB), 3, or 4 (RGBA, composited over black).
+            uint8 input is scaled from 0..255 to 0..1; float input is taken as 0..1.
+
+    Returns:
+        ``(F, H, W, 3)`` float32.
+    """
+    if not isinstance(frames, torch.Tensor):
+        raise InvalidSettingError(f"Expected frames as a torch tensor (frames, height, width, channels), got {type(frames).__name__}.")
     if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
-        raise InvalidSettingError(f"Expected frames shaped (frames, height, width, 1|3|4), got {tuple(frames.shape)}.")
-    frames = frames.float()
+        raise InvalidSettingError(
+            f"Expected frames shaped (frames, height, width, channels) with 1, 3 or 4 channels, got {tuple(frames.shape)}. "
+            "Pass an IMAGE batch (a single image needs a leading frame dimension of 1)."
+        )
+    if 0 in frames.shape:
+        raise InvalidSettingError(f"The frame batch is empty: shape {tuple(frames.shape)}. Pass at least one frame of at least 1x1 pixels.")
+    frames = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
     if frames.shape[-1] == 1:
         return frames.expand(-1, -1, -1, 3)
     if frames.shape[-1] == 4:
@@ -30,45 +57,82 @@ def to_rgb(frames: torch.Tensor) -> torch.Tensor:
 
 
 def _interpolate(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``(F, H, W, 3)`` -> ``(F, height, width, 3)``, antialiased when shrinking."""
-    if frames.shape[1:3] == (height, width):
+    """``(F, H, W, 3)`` float -> ``(F, height, width, 3)``; antialiased along any axis that shrinks."""
+    if tuple(frames.shape[1:3]) == (height, width):
         return frames
-    chw = frames.permute(0, 3, 1, 2)
     shrinking = height < frames.shape[1] or width < frames.shape[2]
-    out = F.interpolate(chw, size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking)
-    return out.clamp(0.0, 1.0).permute(0, 2, 3, 1)
+    channels_first = frames.permute(0, 3, 1, 2)
+    resized = F.interpolate(channels_first, size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking)
+    return resized.permute(0, 2, 3, 1)
 
 
-def resize_frames(frames: torch.Tensor, width: int, height: int, mode: str = "crop") -> torch.Tensor:
-    """Fit ``frames`` ``(F, H, W, C)`` to ``(F, height, width, 3)``.
-
-    crop: scale to cover, then cut the centre; pad: scale to fit, then centre on black; stretch: plain resize.
-    """
-    if mode not in RESIZE_MODES:
-        raise InvalidSettingError(f"Unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)}.")
-    if width < 1 or height < 1:
-        raise InvalidSettingError(f"Cannot resize to {width}x{height}.")
-    frames = to_rgb(frames)
-    src_h, src_w = frames.shape[1:3]
-    if mode == "stretch" or (src_h, src_w) == (height, width):
-        return _interpolate(frames, height, width)
-    cover = mode == "crop"
-    scale = max(width / src_w, height / src_h) if cover else min(width / src_w, height / src_h)
-    new_w = max(1, round(src_w * scale)) if not cover else max(width, math.ceil(src_w * scale - 1e-6))
-    new_h = max(1, round(src_h * scale)) if not cover else max(height, math.ceil(src_h * scale - 1e-6))
-    scaled = _interpolate(frames, min(new_h, height) if not cover else new_h, min(new_w, width) if not cover else new_w)
+def _scaled_size(src_w: int, src_h: int, width: int, height: int, cover: bool) -> tuple[int, int]:
+    """Size of the source scaled uniformly to cover (``cover``) or fit inside ``width`` x ``height``."""
     if cover:
-        top, left = (scaled.shape[1] - height) // 2, (scaled.shape[2] - width) // 2
-        return scaled[:, top : top + height, left : left + width].contiguous()
+        scale = max(width / src_w, height / src_h)
+        return max(width, round(src_w * scale)), max(height, round(src_h * scale))
+    scale = min(width / src_w, height / src_h)
+    return min(width, max(1, round(src_w * scale))), min(height, max(1, round(src_h * scale)))
+
+
+def _centre_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(F, H, W, 3)`` with H >= height, W >= width -> the centred ``(F, height, width, 3)`` window."""
+    top = (frames.shape[1] - height) // 2
+    left = (frames.shape[2] - width) // 2
+    return frames[:, top : top + height, left : left + width]
+
+
+def _centre_pad(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(F, h, w, 3)`` with h <= height, w <= width -> ``(F, height, width, 3)``, centred on black."""
     out = frames.new_zeros(frames.shape[0], height, width, 3)
-    top, left = (height - scaled.shape[1]) // 2, (width - scaled.shape[2]) // 2
-    out[:, top : top + scaled.shape[1], left : left + scaled.shape[2]] = scaled
+    top = (height - frames.shape[1]) // 2
+    left = (width - frames.shape[2]) // 2
+    out[:, top : top + frames.shape[1], left : left + frames.shape[2]] = frames
     return out
 
 
+def resize_frames(frames: torch.Tensor, width: int, height: int, mode: ResizeMode | str = "crop") -> torch.Tensor:
+    """Fit a frame batch to ``width`` x ``height``.
+
+    Args:
+        frames: ``(F, H, W, C)`` in 0..1, C in {1, 3, 4} (see :func:`to_rgb`).
+        width, height: output size in pixels, at least 1.
+        mode: ``"crop"`` (cover, cut the centre), ``"pad"`` (fit, black bars) or ``"stretch"`` (exact resize).
+
+    Returns:
+        ``(F, height, width, 3)`` float32, contiguous.
+
+    Raises:
+        InvalidSettingError: unknown mode, size below 1, or frames of the wrong shape.
+    """
+    check_resize_mode(mode)
+    if int(width) < 1 or int(height) < 1:
+        raise InvalidSettingError(f"Cannot resize frames to {width}x{height}; width and height must be at least 1 pixel.")
+    width, height = int(width), int(height)
+    frames = to_rgb(frames)
+    src_h, src_w = int(frames.shape[1]), int(frames.shape[2])
+    if mode == "stretch" or (src_w, src_h) == (width, height):
+        return _interpolate(frames, height, width).contiguous()
+    cover = mode == "crop"
+    new_w, new_h = _scaled_size(src_w, src_h, width, height, cover)
+    scaled = _interpolate(frames, new_h, new_w)
+    fitted = _centre_crop(scaled, height, width) if cover else _centre_pad(scaled, height, width)
+    return fitted.contiguous()
+
+
 def snap_size(width: int, height: int, multiple: int) -> tuple[int, int]:
-    """Round ``width`` and ``height`` to the nearest multiple of ``multiple`` (at least one multiple), logging changes."""
-    snapped = tuple(max(multiple, int(math.floor(v / multiple + 0.5)) * multiple) for v in (width, height))
-    if snapped != (width, height):
-        logger.warning("Size %dx%d is not a multiple of %d for this model; using %dx%d.", width, height, multiple, *snapped)
-    return snapped  # type: ignore[return-value]
+    """Round ``width`` and ``height`` each to the nearest multiple of ``multiple`` (halves round up).
+
+    Every side ends at least ``multiple``. Logs a warning naming both sizes when the size changed.
+
+    Raises:
+        InvalidSettingError: ``multiple`` below 1 or a negative size.
+    """
+    if multiple < 1:
+        raise InvalidSettingError(f"The size multiple must be at least 1, got {multiple}.")
+    if width < 0 or height < 0:
+        raise InvalidSettingError(f"Width and height cannot be negative, got {width}x{height}.")
+    snapped_w, snapped_h = (max(multiple, math.floor(side / multiple + 0.5) * multiple) for side in (width, height))
+    if (snapped_w, snapped_h) != (width, height):
+        logger.warning("Size %dx%d is not a multiple of %d for this model; using %dx%d instead.", width, height, multiple, snapped_w, snapped_h)
+    return snapped_w, snapped_h

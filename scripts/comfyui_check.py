@@ -1,0 +1,150 @@
+"""Run the example workflows in a real, running ComfyUI and check what they produce (loopback only).
+
+Start ComfyUI with this pack in ``custom_nodes`` first, e.g. ``python main.py --cpu --listen 127.0.0.1``, then:
+
+    python scripts/comfyui_check.py --comfyui-url http://127.0.0.1:8188 --comfyui-dir /path/to/ComfyUI [--steps 20]
+
+Each editor-format workflow is converted to the API format with the server's own ``/object_info`` (so widget order
+is checked against the real node definitions), queued, and waited for; then the outputs are checked on disk. A last
+check queues a long training run, presses Cancel (``/interrupt``), and checks that the partial embedding was saved
+and that the next prompt still runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+logger = logging.getLogger("comfyui_check")
+
+
+def call(url: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+def _is_widget(spec: list[Any]) -> bool:
+    return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
+
+
+def to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
+    """Editor format (nodes, links, widgets_values) -> API prompt ``{id: {class_type, inputs}}``."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt: dict[str, Any] = {}
+    for node in workflow["nodes"]:
+        info = object_info[node["type"]]
+        values = list(node.get("widgets_values", []))
+        inputs: dict[str, Any] = {}
+        linked = {slot["name"]: slot["link"] for slot in node.get("inputs", []) if slot.get("link") is not None}
+        order = info.get("input_order", {})
+        for section in ("required", "optional"):
+            specs = info["input"].get(section, {})
+            for name in order.get(section, list(specs)):
+                spec = specs[name]
+                if name in linked:
+                    link = links[linked[name]]
+                    inputs[name] = [str(link[1]), link[2]]
+                    if _is_widget(spec) and values:
+                        values.pop(0)  # a widget converted to an input still keeps its slot
+                    continue
+                if not _is_widget(spec) or not values:
+                    continue
+                inputs[name] = values.pop(0)
+                options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                if options.get("control_after_generate") or name in ("seed", "noise_seed"):
+                    values.pop(0)
+                if options.get("video_upload") or options.get("image_upload"):
+                    values.pop(0)
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+def run_prompt(url: str, prompt: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
+    prompt_id = call(url, "/prompt", {"prompt": prompt})["prompt_id"]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        history = call(url, f"/history/{prompt_id}")
+        if prompt_id in history:
+            return history[prompt_id]
+        time.sleep(1)
+    raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
+
+
+def set_training_steps(prompt: dict[str, Any], steps: int) -> dict[str, Any]:
+    prompt = copy.deepcopy(prompt)
+    for node in prompt.values():
+        if node["class_type"] == "MI_TrainMotionEmbedding":
+            node["inputs"]["steps"] = steps
+            node["inputs"]["save_every"] = 0
+    return prompt
+
+
+def check(url: str, comfy_dir: Path, steps: int | None) -> list[str]:
+    """Run every check; returns a list of failures (empty when all passed)."""
+    failures: list[str] = []
+    info = call(url, "/object_info")
+    missing = [n for n in ("MI_LoadVideoModel", "MI_LoadVideoFrames", "MI_TrainMotionEmbedding", "MI_SaveMotionEmbedding",
+                           "MI_LoadMotionEmbedding", "MI_ApplyMotionEmbedding", "MI_MotionSampler") if n not in info]
+    if missing:
+        return [f"nodes not registered: {missing}"]
+    output_dir, embedding_dir = comfy_dir / "output", comfy_dir / "models" / "motion_embeddings"
+    for path in sorted((ROOT / "workflows").glob("*.json")):
+        prompt = to_api(json.loads(path.read_text()), info)
+        if steps:
+            prompt = set_training_steps(prompt, steps)
+        before = set(output_dir.rglob("*.webp"))
+        start = time.time()
+        result = run_prompt(url, prompt)
+        status = result.get("status", {})
+        new_files = set(output_dir.rglob("*.webp")) - before
+        logger.info("%s: %s in %.0f s, wrote %s", path.name, status.get("status_str"), time.time() - start,
+                    [p.name for p in new_files])
+        if status.get("status_str") != "success" or not new_files:
+            failures.append(f"{path.name}: {json.dumps(status)[:800]}")
+    train = json.loads((ROOT / "workflows" / "train_and_sample.json").read_text())
+    prompt = set_training_steps(to_api(train, info), 100_000)
+    before = set(embedding_dir.rglob("*.safetensors")) if embedding_dir.exists() else set()
+    prompt_id = call(url, "/prompt", {"prompt": prompt})["prompt_id"]
+    time.sleep(15)
+    call(url, "/interrupt", {})
+    deadline = time.time() + 120
+    while time.time() < deadline and prompt_id not in call(url, f"/history/{prompt_id}"):
+        time.sleep(1)
+    saved = set(embedding_dir.rglob("*.safetensors")) - before
+    logger.info("Cancel: saved %s", [p.name for p in saved])
+    if not saved:
+        failures.append("Cancel did not leave a partial embedding file")
+    again = run_prompt(url, set_training_steps(to_api(train, info), 5))
+    if again.get("status", {}).get("status_str") != "success":
+        failures.append(f"the prompt after Cancel failed: {json.dumps(again.get('status'))[:800]}")
+    return failures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--comfyui-url", default="http://127.0.0.1:8188")
+    parser.add_argument("--comfyui-dir", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=None, help="override the training steps of the workflows")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    failures = check(args.comfyui_url, args.comfyui_dir, args.steps)
+    for failure in failures:
+        logger.error("FAILED: %s", failure)
+    logger.info("%d failed", len(failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
