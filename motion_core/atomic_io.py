@@ -9,6 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _read_umask() -> int:
+    """The process umask (read once at import: toggling it later would race with other threads' file creation)."""
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+_PROCESS_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_output_path(final_path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final_path``; on success it is renamed onto ``final_path``.
@@ -22,11 +32,10 @@ def atomic_output_path(final_path: str | Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".partial", dir=final_path.parent)
     os.close(fd)
     tmp_path = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; saved files should be readable like any other
     try:
         yield tmp_path
+        # mkstemp makes 0600 files, and some writers recreate the file: set the usual mode on what was written.
+        os.chmod(tmp_path, 0o666 & ~_PROCESS_UMASK)
         os.replace(tmp_path, final_path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

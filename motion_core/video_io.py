@@ -51,7 +51,8 @@ def _open(path: Path) -> av.container.InputContainer:
     if not path.is_file():
         raise VideoInputError(f"Video file not found: {path}")
     try:
-        container = av.open(str(path), "r")
+        # Only local files: a playlist disguised as a video must not make FFmpeg open URLs or other files' protocols.
+        container = av.open(str(path), "r", options={"protocol_whitelist": "file"})
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise VideoInputError(f"{path.name} cannot be opened as a video ({exc}). Use an mp4, webm, mkv, mov or gif file.") from None
     if not container.streams.video:

@@ -39,6 +39,16 @@ def test_round_trip_keeps_tensors_and_metadata(tiny_model, tmp_path):
     assert not list(tmp_path.glob("*.partial"))
 
 
+def test_saved_file_gets_the_usual_permissions(tiny_model, tmp_path):
+    """Files are written through a private temporary file, but end up readable like any other saved file."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    path = save_embedding(make_embedding(tiny_model), tmp_path / "e.safetensors")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_file_is_plain_safetensors_not_pickle(tiny_model, tmp_path):
     path = save_embedding(make_embedding(tiny_model), tmp_path / "e.safetensors")
     header_length = int.from_bytes(path.read_bytes()[:8], "little")
