@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..motion_core.atomic_io import atomic_output_path
 
 logger = logging.getLogger(__name__)
 
@@ -117,17 +120,49 @@ def list_embeddings() -> dict[str, Path]:
     return found
 
 
+def _copy_sample_clips_to_input(root: Path) -> set[str]:
+    """Copy the bundled sample clips into the input folder, never over an existing file.
+
+    ComfyUI's video widget previews files of the input folder only, so the samples live there like an
+    uploaded video. Returns the names of the samples that are in the input folder now.
+    """
+    present: set[str] = set()
+    if not BUNDLED_CLIPS_DIR.is_dir():
+        return present
+    for clip in sorted(BUNDLED_CLIPS_DIR.iterdir()):
+        if clip.suffix.lower() not in VIDEO_EXTENSIONS:
+            continue
+        target = root / clip.name
+        if not target.exists():
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                with atomic_output_path(target) as tmp:
+                    shutil.copyfile(clip, tmp)
+                logger.info("Copied the sample clip %s into %s", clip.name, root)
+            except OSError as exc:
+                logger.warning("Could not copy the sample clip %s into %s (%s); it is listed from the pack.", clip.name, root, exc)
+                continue
+        if target.stat().st_size == clip.stat().st_size:
+            present.add(clip.name)
+    return present
+
+
 def list_videos() -> dict[str, Path]:
-    """Choice name -> file: videos in the input folder plus the bundled sample clips."""
-    found: dict[str, Path] = {}
+    """Choice name -> file: videos in the input folder (the bundled sample clips are copied there).
+
+    A sample clip that cannot be copied, or whose name is taken by another file, is listed as
+    ``"<name> (bundled demo)"`` and read from the pack.
+    """
     root = input_dir()
+    copied = _copy_sample_clips_to_input(root)
+    found: dict[str, Path] = {}
     if root.is_dir():
         for path in sorted(root.iterdir()):
             if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
                 found[path.name] = path
     if BUNDLED_CLIPS_DIR.is_dir():
         for path in sorted(BUNDLED_CLIPS_DIR.iterdir()):
-            if path.suffix.lower() in VIDEO_EXTENSIONS:
+            if path.suffix.lower() in VIDEO_EXTENSIONS and path.name not in copied:
                 found[path.name + BUNDLED_SUFFIX] = path
     return found
 

@@ -19,7 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
 DEMO_MODEL = "toyworld-t2v (bundled demo)"
-DEMO_CLIP = "toyworld_red_square_bounce.mp4 (bundled demo)"
+DEMO_CLIP = "toyworld_red_square_bounce.mp4"
 DEMO_EMBEDDING = "toyworld_red_square_bounce.safetensors (bundled demo)"
 
 # Settings that work for the bundled toy-world model (32x32, 8 frames; see toyworld/README.md).

@@ -94,7 +94,7 @@ def _widget_count(cls) -> int:
 
 
 @pytest.mark.parametrize("workflow", sorted((REPO / "workflows").glob("*.json")), ids=lambda p: p.name)
-def test_example_workflows_match_the_registered_nodes(pack, workflow):
+def test_example_workflows_match_the_registered_nodes(pack, workflow, comfy_home):
     data = json.loads(workflow.read_text())
     assert data["version"] == 0.4
     nodes = {n["id"]: n for n in data["nodes"]}
@@ -103,6 +103,9 @@ def test_example_workflows_match_the_registered_nodes(pack, workflow):
         if n["type"] in pack.NODE_CLASS_MAPPINGS:
             cls = pack.NODE_CLASS_MAPPINGS[n["type"]]
             assert len(n["widgets_values"]) == _widget_count(cls), n["type"]
+            combos = [s for sec in ("required", "optional") for s in cls.INPUT_TYPES().get(sec, {}).values() if isinstance(s[0], list)]
+            for spec in combos:  # a fresh install offers every choice the example workflows name (bundled assets)
+                assert set(spec[0]) & set(n["widgets_values"]), (n["type"], spec[0], n["widgets_values"])
             declared = {name: s[0] for sec in ("required", "optional") for name, s in cls.INPUT_TYPES().get(sec, {}).items()}
             for slot in n["inputs"]:
                 assert declared[slot["name"]] == slot["type"]
@@ -209,3 +212,21 @@ def test_unsupported_model_folder_names_what_it_found(pack, comfy_home):
     (folder / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNetMotionModel"}))
     with pytest.raises(pack.motion_core.errors.ModelLoadError, match="UNetMotionModel.*AnimateDiff.*Supported"):
         run(pack, "MI_LoadVideoModel", model="animatediff", precision="auto", attention="auto")
+
+
+def test_sample_clips_are_copied_to_the_input_folder_without_overwriting(pack, comfy_home):
+    """The frontend previews input-folder files only: the bundled clip is copied there, a user's file is kept."""
+    bridge = pack.nodes.comfy_bridge
+    bundled = sorted(p for p in bridge.BUNDLED_CLIPS_DIR.iterdir() if p.suffix == ".mp4")
+    assert bundled, "the pack ships sample clips"
+    taken = comfy_home / "input" / bundled[1].name
+    taken.write_bytes(b"the user's own file")
+    videos = bridge.list_videos()
+    copied = comfy_home / "input" / bundled[0].name
+    assert copied.read_bytes() == bundled[0].read_bytes() and videos[bundled[0].name] == copied
+    assert taken.read_bytes() == b"the user's own file", "an existing file is never overwritten"
+    assert videos[bundled[1].name + bridge.BUNDLED_SUFFIX] == bundled[1]
+    assert not list((comfy_home / "input").glob(".*.partial"))
+    frames, fps, count = run(pack, "MI_LoadVideoFrames", video=bundled[0].name, start_frame=0, frame_stride=1,
+                             frame_count=8, width=32, height=32, resize_mode="crop")
+    assert tuple(frames.shape) == (8, 32, 32, 3) and count == 8
