@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from motion_core.checkpointing import gradient_checkpointing  # noqa: E402
 from motion_core.diffusion import add_noise, encode_prompt  # noqa: E402
+from motion_core.memory_estimate import estimate_training_bytes  # noqa: E402
 from motion_core.model_loading import load_video_model  # noqa: E402
 from motion_core.patching import build_processors, installed_processors  # noqa: E402
 from motion_core.sampling import AppliedMotion, SamplingConfig, sample_video  # noqa: E402
@@ -196,16 +197,31 @@ def peak_memory_child(args: argparse.Namespace) -> None:
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = rss.delta
-    sys.stdout.write(json.dumps({"peak_bytes": peak}) + "\n")
+    latent_h, latent_w = trainer.latents.shape[-2:]
+    estimate = estimate_training_bytes(model, frames, latent_h, latent_w, args.checkpointing)
+    sys.stdout.write(json.dumps({"peak_bytes": peak, "estimate_bytes": estimate}) + "\n")
 
 
 def measure_memory(folder: Path, width: int, height: int, frames: int, layer_set: str, precision: str, attention: str,
-                   checkpointing: bool, kind: str) -> int:
+                   checkpointing: bool, kind: str) -> dict[str, int]:
+    """Peak memory of two steps of ``kind`` (train / floor) in a fresh process, with the pack's own estimate."""
     command = [sys.executable, __file__, "--memory-child", "--folder", str(folder), "--width", str(width), "--height", str(height),
                "--frames", str(frames), "--layer-set", layer_set, "--precision", precision, "--attention", attention,
                "--kind", kind] + (["--checkpointing"] if checkpointing else [])
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    return int(json.loads(out)["peak_bytes"])
+    return json.loads(out)
+
+
+def release_memory() -> None:
+    """Give freed memory back to the system before a memory child starts (the parent's models are gone)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
 
 
 def measure_sampling(folder: Path, width: int, height: int, frames: int, layer_set: str, precision: str, attention: str, repeats: int) -> dict[str, float]:
@@ -236,6 +252,23 @@ def measure_end_to_end(folder: Path, width: int, height: int, frames: int, layer
         result = train_motion_embedding(model, clip, TrainingConfig(prompt="a red square", steps=steps, layer_set=layer_set),
                                         Path(tmp) / "e.safetensors")
     return {"load": load_s, **result.timings}
+
+
+def scale_figures(folder: Path, width: int, height: int, frames: int, layer_set: str, steps: int,
+                  args: argparse.Namespace, out) -> list[dict[str, object]]:
+    """Step time and training peak memory (checkpointing on) at three sizes and at each layer set."""
+    cases = [(width, frames, layer_set), (width, frames * 2, layer_set), (width * 2, frames * 2, layer_set)]
+    cases += [(width, frames, other) for other in ("paper", "paper+640", "all") if other != layer_set]
+    rows = []
+    for w, f, layers in cases:
+        step = measure_steps(folder, w, height, f, layers, max(3, steps // 2), args.precision, args.attention, True)
+        release_memory()
+        mem = measure_memory(folder, w, height, f, layers, args.precision, args.attention, True, "train")
+        rows.append({"width": w, "height": height, "frames": f, "layer_set": layers, **step, **mem})
+        out(f"scale {w}x{height}x{f} layers={layers}: step {step['train_s']*1000:.0f} ms (floor {step['floor_s']*1000:.0f} ms), "
+            f"training peak {mem['peak_bytes']/2**20:.0f} MiB (estimate {mem['estimate_bytes']/2**20:.0f} MiB), "
+            f"{step['embedding_params']:,} params\n")
+    return rows
 
 
 def main() -> None:
@@ -274,15 +307,20 @@ def main() -> None:
         figures[f"step_checkpointing_{checkpointing}"] = step
         out(f"training step / floor (checkpointing={checkpointing}): {step['ratio']:.3f}  "
             f"(train {step['train_s']*1000:.0f} ms, floor {step['floor_s']*1000:.0f} ms, {step['embedding_params']:,} embedding params)\n")
-    memory = {}
+    release_memory()
+    memory, estimates = {}, {}
     for checkpointing in (False, True):
         for what in ("floor", "train"):
-            memory[(what, checkpointing)] = measure_memory(folder, width, height, frames, layer_set, args.precision, args.attention, checkpointing, what)
+            measured = measure_memory(folder, width, height, frames, layer_set, args.precision, args.attention, checkpointing, what)
+            memory[(what, checkpointing)] = measured["peak_bytes"]
+            estimates[checkpointing] = measured["estimate_bytes"]
         out(f"peak memory training / floor (checkpointing={checkpointing}): "
             f"{memory[('train', checkpointing)] / max(memory[('floor', checkpointing)], 1):.3f}  "
-            f"(train {memory[('train', checkpointing)]/2**20:.0f} MiB, floor {memory[('floor', checkpointing)]/2**20:.0f} MiB)\n")
+            f"(train {memory[('train', checkpointing)]/2**20:.0f} MiB, floor {memory[('floor', checkpointing)]/2**20:.0f} MiB; "
+            f"pre-flight estimate / measured training peak {estimates[checkpointing] / max(memory[('train', checkpointing)], 1):.2f})\n")
     out(f"training memory with / without checkpointing: {memory[('train', True)] / max(memory[('train', False)], 1):.3f}\n")
     figures["memory_bytes"] = {f"{w}_checkpointing_{c}": v for (w, c), v in memory.items()}
+    figures["estimate_bytes"] = {f"checkpointing_{c}": v for c, v in estimates.items()}
     sampling = measure_sampling(folder, width, height, frames, layer_set, args.precision, args.attention, repeats=3)
     figures["sampling"] = sampling
     out(f"sampling with embedding / without: {sampling['ratio']:.3f}  (with {sampling['embedded_s']:.2f} s, without {sampling['plain_s']:.2f} s)\n")
@@ -290,13 +328,7 @@ def main() -> None:
     figures["end_to_end_s"] = split
     out("whole run, seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in split.items()) + f"  ({steps} steps)\n")
     if args.scale:
-        figures["scale"] = []
-        for factor in (1, 2, 4):
-            w, f = width * (1 if factor < 4 else 2), frames * (factor if factor < 4 else 2)
-            step = measure_steps(folder, w, height, f, layer_set, max(3, steps // 2), args.precision, args.attention, True)
-            mem = measure_memory(folder, w, height, f, layer_set, args.precision, args.attention, True, "train")
-            figures["scale"].append({"width": w, "height": height, "frames": f, **step, "peak_bytes": mem})
-            out(f"scale {w}x{height}x{f}: step {step['train_s']*1000:.0f} ms, peak {mem/2**20:.0f} MiB\n")
+        figures["scale"] = scale_figures(folder, width, height, frames, layer_set, steps, args, out)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
 
