@@ -1,7 +1,8 @@
 """Write the example workflows in ``workflows/`` (ComfyUI editor format, version 0.4) from the node definitions.
 
 Widget values are listed in the order of each node's widget inputs, as the editor saves them; seed inputs are
-followed by their "control after generate" value and the video upload combo by its upload button's value.
+followed by their "control after generate" value, and an upload button's value ("image") comes after all the
+node's other widgets (the frontend adds the button last).
 Re-run after changing a node's inputs, then check the diff: released workflows must keep loading.
 
     python scripts/build_workflows.py
@@ -54,6 +55,7 @@ def is_widget(spec: tuple) -> bool:
 def widget_values(node_class: type, values: dict[str, Any]) -> list[Any]:
     """Values in widget order, with the extra values the editor stores for seed controls and upload buttons."""
     out: list[Any] = []
+    upload: list[Any] = []
     inputs = node_class.INPUT_TYPES()
     for section in ("required", "optional"):
         for name, spec in inputs.get(section, {}).items():
@@ -65,8 +67,8 @@ def widget_values(node_class: type, values: dict[str, Any]) -> list[Any]:
             if options.get("control_after_generate") or name in ("seed", "noise_seed"):
                 out.append("fixed")
             if options.get("video_upload") or options.get("image_upload"):
-                out.append("image")
-    return out
+                upload.append("image")  # the frontend adds the upload button after every other widget
+    return out + upload
 
 
 @dataclass

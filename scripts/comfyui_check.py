@@ -65,8 +65,7 @@ def to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str, A
                 options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
                 if options.get("control_after_generate") or name in ("seed", "noise_seed"):
                     values.pop(0)
-                if options.get("video_upload") or options.get("image_upload"):
-                    values.pop(0)
+                # an upload button's value ("image") comes after every other widget: nothing to skip here
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return prompt
 
