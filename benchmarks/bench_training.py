@@ -44,10 +44,12 @@ from motion_core.training import TrainingConfig, _Trainer, train_motion_embeddin
 logger = logging.getLogger("bench_training")
 
 PRESETS = {
-    # name: (model kind, width, height, frames, layer set, timed steps)
+    # name: (model kind, width, height, frames, layer set, timed steps). Sizes are pixels of the model's own VAE:
+    # the random-weight folders use the tiny test VAE (factor 2), so "zeroscope-small" runs the ZeroScope UNet on a
+    # 32x16 latent, which is what 256x128 pixels give through ZeroScope's real VAE (factor 8).
     "tiny": ("tiny", 64, 64, 8, "paper", 10),
-    "zeroscope-small": ("zeroscope", 128, 64, 8, "paper", 3),
-    "zeroscope-paper": ("zeroscope", 576, 320, 24, "paper", 10),
+    "zeroscope-small": ("zeroscope", 64, 32, 8, "paper", 3),
+    "zeroscope-paper": ("zeroscope", 144, 80, 24, "paper", 10),  # latent 72x40: 576x320 through ZeroScope's VAE
 }
 
 
@@ -169,6 +171,13 @@ class PeakRSS:
         return self.peak - self.base
 
 
+def touch_weights(model) -> None:
+    """Read every UNet weight once: safetensors maps them lazily, and paging them in is not activation memory."""
+    with torch.no_grad():
+        for parameter in model.unet.parameters():
+            parameter.sum()
+
+
 def peak_memory_child(args: argparse.Namespace) -> None:
     """Run one kind of step a few times in this process and print its peak memory above the loaded model."""
     folder, width, height, frames, layer_set = Path(args.folder), args.width, args.height, args.frames, args.layer_set
@@ -179,6 +188,7 @@ def peak_memory_child(args: argparse.Namespace) -> None:
     trainer = _Trainer(model, clip, config, None)
     trainer.setup(None)
     text = encode_prompt(model, "a red square")
+    touch_weights(model)
     if model.device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -198,7 +208,7 @@ def peak_memory_child(args: argparse.Namespace) -> None:
     else:
         peak = rss.delta
     latent_h, latent_w = trainer.latents.shape[-2:]
-    estimate = estimate_training_bytes(model, frames, latent_h, latent_w, args.checkpointing)
+    estimate = estimate_training_bytes(model, frames, latent_h, latent_w, args.checkpointing, layer_set)
     sys.stdout.write(json.dumps({"peak_bytes": peak, "estimate_bytes": estimate}) + "\n")
 
 
@@ -299,7 +309,9 @@ def main() -> None:
     folder = make_model_folder(kind, args.work_dir / kind)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = sys.stdout.write
-    out(f"# {args.preset}: {kind} UNet, {width}x{height}, {frames} frames, layers={layer_set}, device={device}, "
+    factor = 2  # the tiny test VAE of the random-weight folders
+    out(f"# {args.preset}: {kind} UNet, {width}x{height} pixels = latent {width // factor}x{height // factor} "
+        f"({width // factor * 8}x{height // factor * 8} through an 8x VAE), {frames} frames, layers={layer_set}, device={device}, "
         f"torch {torch.__version__}, threads {torch.get_num_threads()}\n")
     figures: dict[str, object] = {"preset": args.preset, "device": device}
     for checkpointing in (False, True):

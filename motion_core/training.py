@@ -347,7 +347,7 @@ def train_motion_embedding(
     config.validate()
     _check_frames(model, frames)
     latent_h, latent_w = model.latent_size(frames.shape[2], frames.shape[1])
-    check_training_fits(model, frames.shape[0], latent_h, latent_w, config.gradient_checkpointing)
+    check_training_fits(model, frames.shape[0], latent_h, latent_w, config.gradient_checkpointing, config.layer_set)
     output_path = Path(output_path) if output_path is not None else None
     trainer = _Trainer(model, frames, config, output_path)
     with model.lock:

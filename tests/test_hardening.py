@@ -92,13 +92,17 @@ def test_training_that_cannot_fit_is_refused_before_it_starts(tiny_model, refere
     with pytest.raises(InvalidSettingError, match=r"needs about .* GiB but only .* GiB is free.*lower the width"):
         train_motion_embedding(tiny_model, reference_clip, TrainingConfig(prompt="a red square", steps=2), path)
     assert not path.exists()
+    monkeypatch.setenv(memory_estimate.SKIP_ENV, "1")  # the documented way past an estimate the user knows is wrong
+    train_motion_embedding(tiny_model, reference_clip, TrainingConfig(prompt="a red square", steps=2, inversion_steps=2), path)
+    assert path.exists()
 
 
 def test_estimate_grows_with_size_and_shrinks_with_checkpointing(tiny_model):
     small = memory_estimate.estimate_training_bytes(tiny_model, 8, 8, 8, False)
     assert memory_estimate.estimate_training_bytes(tiny_model, 16, 8, 8, False) == 2 * small
-    assert memory_estimate.estimate_training_bytes(tiny_model, 8, 16, 16, False) == 4 * small
+    assert memory_estimate.estimate_training_bytes(tiny_model, 8, 16, 16, False) >= 4 * small
     assert memory_estimate.estimate_training_bytes(tiny_model, 8, 8, 8, True) < small
+    assert memory_estimate.estimate_training_bytes(tiny_model, 8, 8, 8, False, "paper") < small  # "all" is the default
 
 
 def _rss_bytes() -> int:
