@@ -48,6 +48,7 @@ EMBEDDING_FOLDER = "motion_embeddings"
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif", ".m4v", ".webp")
 
 _standalone_root = Path(os.environ.get("MOTION_INVERSION_HOME", "motion_inversion_data"))
+_standalone_root_chosen = "MOTION_INVERSION_HOME" in os.environ
 
 
 def in_comfyui() -> bool:
@@ -56,8 +57,9 @@ def in_comfyui() -> bool:
 
 def use_standalone_folders(root: str | Path) -> None:
     """Outside ComfyUI: put models/, input/ and output/ under ``root`` (tests and scripts)."""
-    global _standalone_root
+    global _standalone_root, _standalone_root_chosen
     _standalone_root = Path(root)
+    _standalone_root_chosen = True
 
 
 def register_folders() -> None:
@@ -154,7 +156,8 @@ def list_videos() -> dict[str, Path]:
     ``"<name> (bundled demo)"`` and read from the pack.
     """
     root = input_dir()
-    copied = _copy_sample_clips_to_input(root)
+    # Outside ComfyUI, write nothing unless folders were chosen (importing the pack must not create folders).
+    copied = _copy_sample_clips_to_input(root) if in_comfyui() or _standalone_root_chosen else set()
     found: dict[str, Path] = {}
     if root.is_dir():
         for path in sorted(root.iterdir()):
