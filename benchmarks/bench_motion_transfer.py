@@ -18,6 +18,8 @@ raw_value_pure_noise        base   raw      0.0   raw value (+QK) embedding, no 
 diff_value_pure_noise       base   object   0.0   frame-differenced value (+QK), no inverted start
 raw_value_inverted_start    base   raw      0.5   raw value (+QK) from the inverted start
 default_mode                base   object   0.5   the method's default (object mode, prior 0.5)
+default_strength_0.75       base   object   0.5   the default with Apply strength 0.75 (fidelity / text trade-off)
+default_strength_0.5        base   object   0.5   the default with Apply strength 0.5
 camera_mode                 base   camera   0.5   QK only from the inverted start
 loss_debiased_temporal      dt     object   0.5   default mode, debiased temporal loss
 loss_debiased_hybrid        dh     object   0.5   default mode, debiased hybrid loss
@@ -52,7 +54,7 @@ prompts are the same across settings, so the settings are compared on paired cli
 
 Size and run time (2 CPU cores, torch.set_num_threads(2), measured alone): one embedding ~10 s (base), a
 hybrid one ~2x that; one clip ~0.75 s. The full run (4 references x 2 training seeds x 3 losses = 24
-embeddings; 11 settings x 4 references x 2 seeds x 4 clips = 32 clips per setting, 352 clips) takes about
+embeddings; 13 settings x 4 references x 2 seeds x 4 clips = 32 clips per setting, 416 clips) takes about
 10-12 minutes alone and stays under 30 minutes with the CPU shared. ``--quick`` (1 reference, 1 seed,
 4 clips per setting, 100 training steps) takes about 1-3 minutes.
 
@@ -130,6 +132,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("diff_value_pure_noise", "base", "object", 1.0, 0.0, "frame-differenced value + QK, pure noise"),
     Setting("raw_value_inverted_start", "base", "raw", 1.0, 0.5, "raw value + QK, inverted start p=0.5"),
     Setting("default_mode", "base", "object", 1.0, 0.5, "object mode, p=0.5 (default; base loss)"),
+    Setting("default_strength_0.75", "base", "object", 0.75, 0.5, "object mode, p=0.5, Apply strength 0.75"),
+    Setting("default_strength_0.5", "base", "object", 0.5, 0.5, "object mode, p=0.5, Apply strength 0.5"),
     Setting("camera_mode", "base", "camera", 1.0, 0.5, "camera mode: QK only, p=0.5"),
     Setting("loss_debiased_temporal", "debiased_temporal", "object", 1.0, 0.5, "default mode, debiased temporal loss"),
     Setting("loss_debiased_hybrid", "debiased_hybrid", "object", 1.0, 0.5, "default mode, debiased hybrid loss"),
@@ -424,7 +428,7 @@ def render_markdown(report: dict) -> str:
         "",
         f"- command: `{report['command']}`",
         f"- date: {report['date']}; run time {report['elapsed_seconds']:.0f} s "
-        f"({report['machine']['threads']} torch threads, CPU shared with other work); torch {report['machine']['torch']}",
+        f"({report['machine']['threads']} torch threads; timings depend on what else the machine runs); torch {report['machine']['torch']}",
         f"- model: `{report['model']}`; sampling {cfg['size']}x{cfg['size']}, {cfg['frames']} frames, DDIM {cfg['sample_steps']} steps, guidance {cfg['guidance_scale']}",
         f"- training: layer set `{cfg['layer_set']}`, AdamW lr {cfg['learning_rate']}, {cfg['train_steps']} steps, "
         f"{cfg['inversion_steps']} inversion steps; training seeds {cfg['train_seeds']}; losses {cfg['losses']}",
