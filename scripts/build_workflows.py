@@ -36,7 +36,7 @@ CORE_NODES: dict[str, dict[str, Any]] = {
     "SaveAnimatedWEBP": {"inputs": [("images", "IMAGE")], "widgets": ["filename_prefix", "fps", "lossless", "quality", "method"],
                          "outputs": [("IMAGE", "images")]},
 }
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
 def load_pack():
@@ -47,9 +47,20 @@ def load_pack():
     return module
 
 
-def is_widget(spec: tuple) -> bool:
+def spec_options(spec: tuple | list) -> dict[str, Any]:
+    """The options dict of an input spec (``INPUT_TYPES`` entry or ``/object_info`` entry), or ``{}``."""
+    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+
+
+def is_widget(spec: tuple | list) -> bool:
+    """Whether the editor shows this input as a widget (a combo list or a plain value type not forced to a socket)."""
     kind = spec[0]
-    return isinstance(kind, list) or (kind in WIDGET_TYPES and not (len(spec) > 1 and spec[1].get("forceInput")))
+    return isinstance(kind, list) or (kind in WIDGET_TYPES and not spec_options(spec).get("forceInput"))
+
+
+def has_seed_control(name: str, options: dict[str, Any]) -> bool:
+    """Whether the editor adds a "control after generate" widget (and saved value) after this input."""
+    return bool(options.get("control_after_generate")) or name in ("seed", "noise_seed")
 
 
 def widget_values(node_class: type, values: dict[str, Any]) -> list[Any]:
@@ -61,10 +72,10 @@ def widget_values(node_class: type, values: dict[str, Any]) -> list[Any]:
         for name, spec in inputs.get(section, {}).items():
             if not is_widget(spec):
                 continue
-            options = spec[1] if len(spec) > 1 else {}
+            options = spec_options(spec)
             default = options.get("default", spec[0][0] if isinstance(spec[0], list) and spec[0] else None)
             out.append(values.get(name, default))
-            if options.get("control_after_generate") or name in ("seed", "noise_seed"):
+            if has_seed_control(name, options):
                 out.append("fixed")
             if options.get("video_upload") or options.get("image_upload"):
                 upload.append("image")  # the frontend adds the upload button after every other widget
@@ -117,6 +128,12 @@ class Graph:
                 "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
 
 
+def add_save_webp(g: "Graph", position: tuple[int, int], prefix: str) -> int:
+    """A core Save Animated WEBP node with the examples' settings (8 fps, lossless)."""
+    settings = {"filename_prefix": prefix, "fps": 8.0, "lossless": True, "quality": 90, "method": "default"}
+    return g.add("SaveAnimatedWEBP", position, settings, (360, 420))
+
+
 def train_and_sample(pack) -> dict[str, Any]:
     g = Graph(pack)
     model = g.add("MI_LoadVideoModel", (40, 40), {"model": DEMO_MODEL}, (320, 110))
@@ -125,8 +142,7 @@ def train_and_sample(pack) -> dict[str, Any]:
     curve = g.add("PreviewImage", (800, 40), None, (360, 260))
     apply = g.add("MI_ApplyMotionEmbedding", (800, 340), {"strength": 1.0, "mode": "object"}, (320, 130))
     sampler = g.add("MI_MotionSampler", (1160, 40), DEMO_SAMPLE, (340, 480))
-    save = g.add("SaveAnimatedWEBP", (1540, 40), {"filename_prefix": "motion_inversion/demo", "fps": 8.0, "lossless": True,
-                                                  "quality": 90, "method": "default"}, (360, 420))
+    save = add_save_webp(g, (1540, 40), "motion_inversion/demo")
     g.link(model, 0, train, "model")
     g.link(frames, 0, train, "frames")
     g.link(train, 1, curve, "images")
@@ -143,8 +159,7 @@ def load_embedding_and_sample(pack) -> dict[str, Any]:
     embedding = g.add("MI_LoadMotionEmbedding", (40, 200), {"embedding": DEMO_EMBEDDING}, (320, 90))
     apply = g.add("MI_ApplyMotionEmbedding", (400, 40), {"strength": 1.0, "mode": "object"}, (320, 130))
     sampler = g.add("MI_MotionSampler", (760, 40), {**DEMO_SAMPLE, "prompt": "a green triangle"}, (340, 480))
-    save = g.add("SaveAnimatedWEBP", (1140, 40), {"filename_prefix": "motion_inversion/from_embedding", "fps": 8.0, "lossless": True,
-                                                  "quality": 90, "method": "default"}, (360, 420))
+    save = add_save_webp(g, (1140, 40), "motion_inversion/from_embedding")
     g.link(model, 0, apply, "model")
     g.link(embedding, 0, apply, "motion_embedding")
     g.link(apply, 0, sampler, "model")

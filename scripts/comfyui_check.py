@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from build_workflows import has_seed_control, is_widget, spec_options  # noqa: E402  (no pack import at module level)
+
 logger = logging.getLogger("comfyui_check")
 
 
@@ -33,10 +36,6 @@ def call(url: str, path: str, payload: dict[str, Any] | None = None) -> Any:
     with urllib.request.urlopen(request, timeout=60) as response:
         body = response.read()
     return json.loads(body) if body else None
-
-
-def _is_widget(spec: list[Any]) -> bool:
-    return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
 
 
 def to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
@@ -56,14 +55,13 @@ def to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str, A
                 if name in linked:
                     link = links[linked[name]]
                     inputs[name] = [str(link[1]), link[2]]
-                    if _is_widget(spec) and values:
+                    if is_widget(spec) and values:
                         values.pop(0)  # a widget converted to an input still keeps its slot
                     continue
-                if not _is_widget(spec) or not values:
+                if not is_widget(spec) or not values:
                     continue
                 inputs[name] = values.pop(0)
-                options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-                if options.get("control_after_generate") or name in ("seed", "noise_seed"):
+                if has_seed_control(name, spec_options(spec)):
                     values.pop(0)
                 # an upload button's value ("image") comes after every other widget: nothing to skip here
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
