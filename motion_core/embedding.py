@@ -55,12 +55,20 @@ class EmbeddingInfo:
 
 @dataclass
 class MotionEmbedding:
-    """Learned motion embeddings of one reference clip (fp32, on any device)."""
+    """Learned motion embeddings of one reference clip (fp32, on any device).
+
+    ``training_state`` holds what an unfinished run needs to continue exactly (optimiser moments, the hybrid
+    loss's LoRA weights, the step): keys ``"step"`` (0-d), ``"exp_avg.<param>"``, ``"exp_avg_sq.<param>"``,
+    ``"param.<param>"`` where ``<param>`` is ``query_key.<block>``, ``value.<attention>`` or ``lora.<...>``.
+    It is saved inside the embedding file while a run is unfinished (periodic and interrupted saves) and
+    dropped from the file of a finished run, so it travels with the embedding and no side file is left behind.
+    """
 
     info: EmbeddingInfo
     query_key: dict[str, torch.Tensor]
     value: dict[str, torch.Tensor]
     inverted_latent: torch.Tensor | None = None
+    training_state: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_parameters(self) -> int:
@@ -72,6 +80,7 @@ class MotionEmbedding:
             {k: v.to(device) for k, v in self.query_key.items()},
             {k: v.to(device) for k, v in self.value.items()},
             None if self.inverted_latent is None else self.inverted_latent.to(device),
+            dict(self.training_state),
         )
 
     def with_info(self, **changes: Any) -> "MotionEmbedding":
