@@ -20,6 +20,9 @@ from .temporal_layers import TemporalBlock
 
 MotionMode = Literal["object", "camera", "raw"]
 MOTION_MODES: tuple[str, ...] = ("object", "camera", "raw")
+# Apply's choice that means "the mode the embedding's file recommends" (camera for the hybrid loss, else object).
+EMBEDDING_DEFAULT_MODE = "embedding default"
+MODE_CHOICES: tuple[str, ...] = (EMBEDDING_DEFAULT_MODE, *MOTION_MODES)
 LOSS_NAMES: tuple[str, ...] = ("base", "debiased_temporal", "debiased_hybrid")
 
 
@@ -85,6 +88,15 @@ class MotionEmbedding:
 
     def with_info(self, **changes: Any) -> "MotionEmbedding":
         return replace(self, info=replace(self.info, **changes))
+
+
+def resolve_mode(mode: str, info: EmbeddingInfo) -> str:
+    """``mode`` itself, or the embedding's own default mode for :data:`EMBEDDING_DEFAULT_MODE`."""
+    if mode == EMBEDDING_DEFAULT_MODE:
+        return info.default_mode if info.default_mode in MOTION_MODES else "object"
+    if mode not in MOTION_MODES:
+        raise InvalidSettingError(f"Unknown motion mode {mode!r}; choose one of {', '.join(MODE_CHOICES)}.")
+    return mode
 
 
 def zero_embedding(info: EmbeddingInfo, device: torch.device | str = "cpu") -> MotionEmbedding:

@@ -39,6 +39,12 @@ logger = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int, float], None]
 
+# "auto": on when the memory estimate says the run would not fit without it (it costs time, not quality).
+CHECKPOINTING_CHOICES: tuple[str, ...] = ("auto", "on", "off")
+# Where the reference's DDIM inversion (the start latent stored with the embedding) is computed:
+# "plain" through the unpatched model (as the reference code does), "embedded" through the trained raw embeddings.
+INVERSION_CHOICES: tuple[str, ...] = ("plain", "embedded")
+
 
 @dataclass
 class TrainingConfig:
@@ -51,9 +57,11 @@ class TrainingConfig:
         loss: ``base``, ``debiased_temporal`` or ``debiased_hybrid``.
         layer_set: ``paper``, ``paper+640`` or ``all`` (see :mod:`motion_core.temporal_layers`).
         seed: drives the VAE posterior sample, per-step noise and timesteps.
-        gradient_checkpointing: recompute block activations in the backward pass to save memory.
+        gradient_checkpointing: ``auto``, ``on`` or ``off`` (a bool is read as on/off): recompute layer
+            activations in the backward pass to save memory; ``auto`` turns it on only when needed.
         save_every: also save the embedding every this many steps (0: only at the end or when stopped).
-        inversion_steps: DDIM inversion steps after training (0 skips the inversion).
+        inversion: ``plain`` or ``embedded``, see :data:`INVERSION_CHOICES`.
+        inversion_steps: DDIM inversion steps (0 skips the inversion).
         lora_rank, lora_learning_rate, lora_off_probability: spatial LoRA of the hybrid loss.
     """
 
@@ -64,12 +72,17 @@ class TrainingConfig:
     loss: str = "base"
     layer_set: str = "paper"
     seed: int = 0
-    gradient_checkpointing: bool = True
-    save_every: int = 0
+    gradient_checkpointing: str = "auto"
+    save_every: int = 100
+    inversion: str = "plain"
     inversion_steps: int = 50
     lora_rank: int = 32
     lora_learning_rate: float = 5e-4
     lora_off_probability: float = 0.2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.gradient_checkpointing, bool):  # the node's widget and old callers pass a bool
+            self.gradient_checkpointing = "on" if self.gradient_checkpointing else "off"
 
     def validate(self) -> None:
         if not self.prompt or not self.prompt.strip():
@@ -83,6 +96,12 @@ class TrainingConfig:
         if self.save_every < 0 or self.inversion_steps < 0:
             raise InvalidSettingError("save_every and inversion_steps must be zero or positive.")
         check_loss_name(self.loss)
+        if self.gradient_checkpointing not in CHECKPOINTING_CHOICES:
+            raise InvalidSettingError(
+                f"Unknown gradient checkpointing setting {self.gradient_checkpointing!r}; choose one of {', '.join(CHECKPOINTING_CHOICES)}."
+            )
+        if self.inversion not in INVERSION_CHOICES:
+            raise InvalidSettingError(f"Unknown inversion {self.inversion!r}; choose one of {', '.join(INVERSION_CHOICES)}.")
 
 
 @dataclass
@@ -347,13 +366,14 @@ def train_motion_embedding(
     config.validate()
     _check_frames(model, frames)
     latent_h, latent_w = model.latent_size(frames.shape[2], frames.shape[1])
-    check_training_fits(model, frames.shape[0], latent_h, latent_w, config.gradient_checkpointing, config.layer_set)
+    checkpointing = config.gradient_checkpointing != "off"  # TODO(issue 9): "auto" decides from the memory estimate
+    check_training_fits(model, frames.shape[0], latent_h, latent_w, checkpointing, config.layer_set)
     output_path = Path(output_path) if output_path is not None else None
     trainer = _Trainer(model, frames, config, output_path)
     with model.lock:
         trainer.setup(resume)
         all_processors = {**trainer.processors, **trainer.lora}
-        with installed_processors(model.unet, all_processors), gradient_checkpointing(model.unet, config.gradient_checkpointing):
+        with installed_processors(model.unet, all_processors), gradient_checkpointing(model.unet, checkpointing):
             try:
                 trainer.run_steps(on_step)
                 embedding = trainer.snapshot()

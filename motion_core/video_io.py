@@ -9,6 +9,7 @@ enough frames are collected.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FPS = 8.0
 MAX_DECODED_FRAMES = 4096
+MIN_FPS, MAX_FPS = 0.1, 240.0
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".gif": "gif", ".webp": "webp"}
 
 
@@ -169,6 +171,13 @@ def _read_animated_webp(path: Path, start: int, stride: int, count: int, width: 
     return VideoClip(frames.contiguous(), fps / stride, len(durations), source_size, str(path))
 
 
+def validate_fps(fps: float) -> float:
+    """``fps`` as a float when it is a frame rate a video file can hold, else :class:`InvalidSettingError`."""
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+        raise InvalidSettingError(f"Frame rate must be between {MIN_FPS} and {MAX_FPS:g} frames per second, got {fps}.")
+    return float(fps)
+
+
 def _to_uint8(frames: torch.Tensor, upscale: int) -> np.ndarray:
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise InvalidSettingError(f"Expected frames (frames, height, width, 3), got {tuple(frames.shape)}.")
@@ -188,8 +197,7 @@ def write_video(frames: torch.Tensor, path: str | Path, fps: float = DEFAULT_FPS
     container_format = _CONTAINERS.get(path.suffix.lower())
     if container_format is None:
         raise InvalidSettingError(f"Unknown video file type {path.suffix!r}; use one of {', '.join(sorted(_CONTAINERS))}.")
-    if not fps > 0:
-        raise InvalidSettingError(f"Frame rate must be positive, got {fps}.")
+    fps = validate_fps(fps)
     array = _to_uint8(frames, upscale)
     if container_format in ("gif", "webp"):
         from PIL import Image
