@@ -8,26 +8,33 @@ generated clips are measured with the toy world's detector (:mod:`toyworld.metri
 
 Settings (the controls first):
 
-=========================== ====== ======== ===== ===================================================
-name                        loss   mode     prior what it tests
-=========================== ====== ======== ===== ===================================================
-no_embedding                -      -        0.0   the base model (control)
-inverted_start_only         base   raw x0   0.5   inverted reference latent, embeddings zeroed (control)
-qk_only_pure_noise          base   camera   0.0   query-key embedding alone
-raw_value_pure_noise        base   raw      0.0   raw value (+QK) embedding, no inverted start
-diff_value_pure_noise       base   object   0.0   frame-differenced value (+QK), no inverted start
-raw_value_inverted_start    base   raw      0.5   raw value (+QK) from the inverted start
-default_mode                base   object   0.5   the method's default (object mode, prior 0.5)
-default_strength_0.75       base   object   0.5   the default with Apply strength 0.75 (fidelity / text trade-off)
-default_strength_0.5        base   object   0.5   the default with Apply strength 0.5
-camera_mode                 base   camera   0.5   QK only from the inverted start
-loss_debiased_temporal      dt     object   0.5   default mode, debiased temporal loss
-loss_debiased_hybrid        dh     object   0.5   default mode, debiased hybrid loss
-loss_debiased_hybrid_camera dh     camera   0.5   hybrid loss in its own default (camera) mode
-=========================== ====== ======== ===== ===================================================
+=============================== ====== ======== ===== ====== ==================================================
+name                            loss   mode     prior inv.   what it tests
+=============================== ====== ======== ===== ====== ==================================================
+no_embedding                    -      -        0.0   -      the base model (control)
+inverted_start_only             base   zeroed   0.5   plain  inverted reference latent, embeddings zeroed (control)
+inverted_start_only_embedded    base   zeroed   0.5   emb.   the same control for the inversion through the embeddings
+qk_only_pure_noise              base   camera   0.0   -      query-key embedding alone
+raw_value_pure_noise            base   raw      0.0   -      raw value (+QK) embedding, no inverted start
+diff_value_pure_noise           base   object   0.0   -      frame-differenced value (+QK), no inverted start
+raw_value_inverted_start        base   raw      0.5   plain  raw value (+QK) from the inverted start
+raw_value_inverted_embedded     base   raw      0.5   emb.   the same, start inverted through the embeddings
+default_mode                    base   object   0.5   plain  the method's default (object mode, prior 0.5)
+object_mode_inverted_embedded   base   object   0.5   emb.   the same, start inverted through the embeddings
+default_strength_0.75           base   object   0.5   plain  the default with Apply strength 0.75
+default_strength_0.5            base   object   0.5   plain  the default with Apply strength 0.5
+camera_mode                     base   camera   0.5   plain  QK only from the inverted start
+camera_mode_inverted_embedded   base   camera   0.5   emb.   the same, start inverted through the embeddings
+loss_debiased_temporal          dt     object   0.5   plain  default mode, debiased temporal loss
+loss_debiased_hybrid            dh     object   0.5   plain  default mode, debiased hybrid loss
+loss_debiased_hybrid_camera     dh     camera   0.5   plain  hybrid loss in its own default (camera) mode
+=============================== ====== ======== ===== ====== ==================================================
 
-(``default_mode`` is also the "base loss in default mode" row.) "raw x0" is ``AppliedMotion(emb, strength=0,
-mode="raw")``: strength 0 zeroes both embeddings but keeps the inverted latent.
+"inv." is where the stored start latent (the DDIM inversion of the reference) was computed: ``plain``, through
+the unpatched model as the reference code does (the pack's default), or ``emb.``, through the trained raw
+embeddings. The two embeddings of a (reference, seed, loss) differ only in that latent: training draws the same
+noise and timesteps either way. "zeroed" is the embedding with every tensor set to zero and its inverted latent
+kept, so only the start latent differs from the base model.
 
 Metrics, per generated clip (the detector tracks the object's centroid in every frame):
 
@@ -110,10 +117,11 @@ class Setting:
     Attributes:
         name: short identifier (table row).
         loss: training loss of the embedding used, or None for no embedding.
-        mode: ``object`` / ``camera`` / ``raw`` (ignored without an embedding).
-        strength: embedding strength (0 keeps only the inverted latent).
+        mode: ``object`` / ``camera`` / ``raw``, or ``zeroed`` (the embedding zeroed, its inverted latent kept).
+        strength: embedding strength (Apply's strength: 0 is the plain model).
         noise_prior: share of the inverted reference latent in the start noise.
         description: what the row tests.
+        inversion: where the embedding's inverted start latent was computed (``plain`` / ``embedded``).
     """
 
     name: str
@@ -122,19 +130,24 @@ class Setting:
     strength: float
     noise_prior: float
     description: str
+    inversion: str = "plain"
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("no_embedding", None, "raw", 0.0, 0.0, "control: base model, pure noise"),
-    Setting("inverted_start_only", "base", "raw", 0.0, 0.5, "control: inverted latent start, embeddings zeroed"),
+    Setting("inverted_start_only", "base", "zeroed", 1.0, 0.5, "control: plain-model inverted start, embeddings zeroed"),
+    Setting("inverted_start_only_embedded", "base", "zeroed", 1.0, 0.5, "control: start inverted through the embeddings, embeddings zeroed", "embedded"),
     Setting("qk_only_pure_noise", "base", "camera", 1.0, 0.0, "QK embedding only, pure noise"),
     Setting("raw_value_pure_noise", "base", "raw", 1.0, 0.0, "raw value + QK, pure noise"),
     Setting("diff_value_pure_noise", "base", "object", 1.0, 0.0, "frame-differenced value + QK, pure noise"),
-    Setting("raw_value_inverted_start", "base", "raw", 1.0, 0.5, "raw value + QK, inverted start p=0.5"),
-    Setting("default_mode", "base", "object", 1.0, 0.5, "object mode, p=0.5 (default; base loss)"),
+    Setting("raw_value_inverted_start", "base", "raw", 1.0, 0.5, "raw value + QK, plain-model inverted start p=0.5"),
+    Setting("raw_value_inverted_embedded", "base", "raw", 1.0, 0.5, "raw value + QK, start inverted through the embeddings", "embedded"),
+    Setting("default_mode", "base", "object", 1.0, 0.5, "object mode, plain-model inverted start p=0.5 (default; base loss)"),
+    Setting("object_mode_inverted_embedded", "base", "object", 1.0, 0.5, "object mode, start inverted through the embeddings", "embedded"),
     Setting("default_strength_0.75", "base", "object", 0.75, 0.5, "object mode, p=0.5, Apply strength 0.75"),
     Setting("default_strength_0.5", "base", "object", 0.5, 0.5, "object mode, p=0.5, Apply strength 0.5"),
-    Setting("camera_mode", "base", "camera", 1.0, 0.5, "camera mode: QK only, p=0.5"),
+    Setting("camera_mode", "base", "camera", 1.0, 0.5, "camera mode: QK only, plain-model inverted start p=0.5"),
+    Setting("camera_mode_inverted_embedded", "base", "camera", 1.0, 0.5, "camera mode, start inverted through the embeddings", "embedded"),
     Setting("loss_debiased_temporal", "debiased_temporal", "object", 1.0, 0.5, "default mode, debiased temporal loss"),
     Setting("loss_debiased_hybrid", "debiased_hybrid", "object", 1.0, 0.5, "default mode, debiased hybrid loss"),
     Setting("loss_debiased_hybrid_camera", "debiased_hybrid", "camera", 1.0, 0.5, "hybrid loss, camera mode, p=0.5"),
@@ -254,6 +267,16 @@ def summarise(clips: list[ClipResult]) -> dict:
     }
 
 
+def zeroed(embedding: MotionEmbedding) -> MotionEmbedding:
+    """``embedding`` with every query-key and value tensor set to zero and its inverted start latent kept."""
+    return MotionEmbedding(
+        embedding.info,
+        {k: torch.zeros_like(v) for k, v in embedding.query_key.items()},
+        {k: torch.zeros_like(v) for k, v in embedding.value.items()},
+        embedding.inverted_latent,
+    )
+
+
 class Benchmark:
     """Trains (and caches) embeddings, generates the clips of every setting, and collects the measurements."""
 
@@ -261,7 +284,7 @@ class Benchmark:
         self.model = model
         self.config = config
         self.trajectories = world.reference_trajectories(config.frames, config.size)
-        self.embeddings: dict[tuple[str, int, str], MotionEmbedding] = {}
+        self.embeddings: dict[tuple[str, int, str, str], MotionEmbedding] = {}
         self.training_records: list[dict] = []
         self.clips: list[ClipResult] = []
         self.sampling_seconds = 0.0
@@ -271,9 +294,9 @@ class Benchmark:
         colour, shape = REFERENCE_APPEARANCE[reference]
         return world.render_trajectory(self.trajectories[reference], colour, shape, height=self.config.size, width=self.config.size)
 
-    def embedding(self, reference: str, seed: int, loss: str) -> MotionEmbedding:
-        """The embedding of (reference, seed, loss), trained on first use and cached for the run."""
-        key = (reference, seed, loss)
+    def embedding(self, reference: str, seed: int, loss: str, inversion: str = "plain") -> MotionEmbedding:
+        """The embedding of (reference, seed, loss, inversion), trained on first use and cached for the run."""
+        key = (reference, seed, loss, inversion)
         if key not in self.embeddings:
             cfg = self.config
             caption = world.caption_for(*REFERENCE_APPEARANCE[reference])
@@ -285,6 +308,7 @@ class Benchmark:
                 layer_set=cfg.layer_set,
                 seed=seed,
                 gradient_checkpointing=False,
+                inversion=inversion,
                 inversion_steps=cfg.inversion_steps,
             )
             start = time.perf_counter()
@@ -296,6 +320,7 @@ class Benchmark:
                 "reference": reference,
                 "seed": seed,
                 "loss": loss,
+                "inversion": inversion,
                 "train_seconds": seconds,
                 "wall_seconds": wall,
                 "timings": result.timings,
@@ -305,7 +330,7 @@ class Benchmark:
                 "inverted_latent_std": float(result.embedding.inverted_latent.std()) if result.embedding.inverted_latent is not None else None,
             }
             self.training_records.append(record)
-            logger.info("trained %s seed %d %s in %.1f s (loss %.4f -> %.4f)", reference, seed, loss, seconds, record["first_loss"], record["final_loss_mean20"])
+            logger.info("trained %s seed %d %s (%s inversion) in %.1f s (loss %.4f -> %.4f)", reference, seed, loss, inversion, seconds, record["first_loss"], record["final_loss_mean20"])
             self.embeddings[key] = result.embedding
         return self.embeddings[key]
 
@@ -314,7 +339,11 @@ class Benchmark:
         cfg = self.config
         motion = None
         if setting.loss is not None:
-            motion = AppliedMotion(self.embedding(reference, seed, setting.loss), setting.strength, setting.mode)
+            embedding = self.embedding(reference, seed, setting.loss, setting.inversion)
+            if setting.mode == "zeroed":
+                motion = AppliedMotion(zeroed(embedding), setting.strength, "raw")
+            else:
+                motion = AppliedMotion(embedding, setting.strength, setting.mode)
         prompts = prompt_plan(reference, ref_index, seed, cfg.clips_per_reference_seed)
         for k, (colour, shape) in enumerate(prompts):
             sample_seed = cfg.sample_seed_base + ref_index * 1000 + seed * 100 + k
@@ -357,10 +386,10 @@ def _reference_self_check(bench: Benchmark) -> dict[str, float]:
     return out
 
 
-def _train_seconds(bench: Benchmark, loss: str | None) -> float:
-    if loss is None:
+def _train_seconds(bench: Benchmark, setting: Setting) -> float:
+    if setting.loss is None:
         return float("nan")
-    return _mean([r["train_seconds"] for r in bench.training_records if r["loss"] == loss])
+    return _mean([r["train_seconds"] for r in bench.training_records if (r["loss"], r["inversion"]) == (setting.loss, setting.inversion)])
 
 
 def build_report(bench: Benchmark, command: str, started: str, elapsed: float) -> dict:
@@ -370,7 +399,7 @@ def build_report(bench: Benchmark, command: str, started: str, elapsed: float) -
     for setting in SETTINGS:
         clips = [c for c in bench.clips if c.setting == setting.name]
         summary = summarise(clips)
-        summary["train_seconds_per_embedding"] = _train_seconds(bench, setting.loss)
+        summary["train_seconds_per_embedding"] = _train_seconds(bench, setting)
         per_setting[setting.name] = {**asdict(setting), **summary}
         per_reference[setting.name] = {
             ref: summarise([c for c in clips if c.reference == ref])["fidelity"] for ref in bench.config.references
@@ -385,6 +414,8 @@ def build_report(bench: Benchmark, command: str, started: str, elapsed: float) -
         "raw_value_pure_noise_fidelity_ge_0.8": r["fidelity"] >= 0.8,
         "default_minus_best_control": d["fidelity"] - controls,
         "raw_value_pure_noise_minus_best_control": r["fidelity"] - controls,
+        "object_mode_inverted_embedded_minus_its_control": per_setting["object_mode_inverted_embedded"]["fidelity"]
+        - max(per_setting["no_embedding"]["fidelity"], per_setting["inverted_start_only_embedded"]["fidelity"]),
     }
     return {
         "benchmark": "motion_transfer",
@@ -439,13 +470,13 @@ def render_markdown(report: dict) -> str:
         f"- detector on the reference clips (Pearson vs ground truth): "
         + ", ".join(f"{k} {_fmt(v)}" for k, v in report["reference_detector_pearson"].items()),
         "",
-        "| setting | loss | mode | prior | fidelity (Pearson) ±95% | n_fid | cosine | text | leakage | presence | temporal cons. | train s/emb |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | loss | mode | prior | inversion | fidelity (Pearson) ±95% | n_fid | cosine | text | leakage | presence | temporal cons. | train s/emb |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in report["settings"].items():
         mode = "—" if s["loss"] is None else (f"{s['mode']} x{s['strength']:g}" if s["strength"] != 1.0 else s["mode"])
         lines.append(
-            f"| {name} | {s['loss'] or '—'} | {mode} | {s['noise_prior']:g} | {_fmt(s['fidelity'])} ± {_fmt(s['fidelity_ci95'])} "
+            f"| {name} | {s['loss'] or '—'} | {mode} | {s['noise_prior']:g} | {s['inversion'] if s['loss'] and s['noise_prior'] else '—'} | {_fmt(s['fidelity'])} ± {_fmt(s['fidelity_ci95'])} "
             f"| {s['n_fid']}/{s['n_clips']} | {_fmt(s['cosine'])} | {_fmt(s['text_alignment'])} | {_fmt(s['leakage'])} "
             f"| {_fmt(s['presence'])} | {_fmt(s['temporal_consistency'])} | {_fmt(s['train_seconds_per_embedding'], 1)} |"
         )
@@ -463,7 +494,8 @@ def render_markdown(report: dict) -> str:
         f"presence ≥ 0.95: {'yes' if t['default_presence_ge_0.95'] else 'NO'}",
         f"- raw value, pure noise fidelity ≥ 0.8: {'yes' if t['raw_value_pure_noise_fidelity_ge_0.8'] else 'NO'}",
         f"- fidelity above the best control (no embedding / inverted start only): default {_fmt(t['default_minus_best_control'])}, "
-        f"raw value pure noise {_fmt(t['raw_value_pure_noise_minus_best_control'])}",
+        f"raw value pure noise {_fmt(t['raw_value_pure_noise_minus_best_control'])}; object mode with the start inverted through "
+        f"the embeddings, above its own control: {_fmt(t['object_mode_inverted_embedded_minus_its_control'])}",
         "",
         "Definitions: fidelity = Pearson of flattened per-frame displacement vectors (generated track vs reference "
         "ground truth), mean over clips where it is defined (n_fid); cosine = plain cosine of the same vectors; text = "
