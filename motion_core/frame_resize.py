@@ -50,7 +50,8 @@ def check_frame_budget(frames: int, width: int, height: int, budget_bytes: int |
     """Refuse an output of ``frames`` frames ``(frames, height, width, 3)`` float32 that cannot be made.
 
     Args:
-        frames, width, height: the size of the frame batch about to be allocated.
+        frames, width, height: the size of the frame batch about to be allocated (a side of 0 stands for one
+            not known yet: only the other side is checked).
         budget_bytes: bytes allowed; default :func:`frame_budget_bytes` (read now). A caller that adds
             frames one by one reads the budget once and passes it, so its own frames are not counted twice.
 
@@ -59,9 +60,10 @@ def check_frame_budget(frames: int, width: int, height: int, budget_bytes: int |
             names the size, the limit and what to change.
     """
     if width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE:
+        unknown = " (0: the source's)" if 0 in (width, height) else ""
         raise InvalidSettingError(
-            f"Frame size {width}x{height} is too large: width and height may be at most {MAX_FRAME_SIDE} pixels. "
-            "Choose a smaller width and height."
+            f"Frame size {width}x{height}{unknown} is too large: width and height may be at most {MAX_FRAME_SIDE} "
+            "pixels. Choose a smaller width and height."
         )
     need = frames * width * height * _BYTES_PER_PIXEL
     budget = frame_budget_bytes() if budget_bytes is None else budget_bytes

@@ -185,8 +185,8 @@ def _check_selection(start: int, stride: int, count: int, width: int, height: in
         )
     if width or height:
         check_resize_mode(mode)
-        # A side not given is the source's, unknown until the first frame; the collector checks it then.
-        check_frame_budget(max(count, 1), width or 1, height or 1)
+        # A side not given is the source's, unknown until the first frame: the collector checks it then.
+        check_frame_budget(max(count, 1), width, height)
 
 
 def _too_few_frames(path: Path, picked: int, decoded: int, start: int, stride: int, count: int, damage: str | None) -> VideoInputError:
