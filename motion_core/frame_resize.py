@@ -26,13 +26,29 @@ logger = logging.getLogger(__name__)
 
 ResizeMode = Literal["crop", "pad", "stretch"]
 RESIZE_MODES: tuple[str, ...] = ("crop", "pad", "stretch")
-# Twice the 4K UHD width and above 8K UHD's 7680: room for any source a camera writes and far above the sizes
+# Twice DCI 4K's 4096 and above 8K UHD's 7680: room for any source a camera writes and far above the sizes
 # video diffusion models work at, while one float32 frame of 8192x8192 is still only 0.75 GiB.
 MAX_FRAME_SIDE = 8192
 # The frames of a clip exist twice for a moment (the per-frame list and the stacked batch) and the model
 # and its activations need the rest, so one clip may take a quarter of the RAM available when it is made.
 FRAME_MEMORY_FRACTION = 0.25
 _BYTES_PER_PIXEL = 3 * 4  # RGB float32
+_UNKNOWN = 1 << 62  # what memory_estimate.available_bytes says when it cannot tell
+
+
+def _available_ram_bytes() -> int:
+    """RAM available now: MemAvailable (Linux) or sysconf via memory_estimate, else psutil, else unlimited."""
+    try:
+        available = available_bytes(torch.device("cpu"))
+    except (OSError, ValueError):  # os.sysconf has no SC_AVPHYS_PAGES on macOS
+        available = _UNKNOWN
+    if available < _UNKNOWN:
+        return available
+    try:
+        import psutil  # ComfyUI installs it; the pack does not require it
+    except ImportError:
+        return _UNKNOWN
+    return int(psutil.virtual_memory().available)
 
 
 def frame_budget_bytes() -> int:
@@ -42,8 +58,8 @@ def frame_budget_bytes() -> int:
     limit :data:`MAX_FRAME_SIDE` still applies then.
     """
     if os.environ.get(SKIP_ENV, "") not in ("", "0"):
-        return 1 << 62
-    return int(FRAME_MEMORY_FRACTION * available_bytes(torch.device("cpu")))
+        return _UNKNOWN
+    return int(FRAME_MEMORY_FRACTION * _available_ram_bytes())
 
 
 def check_frame_budget(frames: int, width: int, height: int, budget_bytes: int | None = None) -> None:

@@ -121,7 +121,7 @@ class _FrameCollector:
         self.source_size: tuple[int, int] | None = None
 
     def add(self, image: np.ndarray) -> None:
-        """``image``: ``(H, W, C)`` uint8 (C = 3) or float in 0..1 (C = 3 or 4), already upright."""
+        """``image``: ``(H, W, 3)`` uint8, or float32 in 0..1, already upright."""
         if self.source_size is None:
             self.source_size = (image.shape[1], image.shape[0])
         out_w, out_h = self.width or self.source_size[0], self.height or self.source_size[1]
@@ -149,7 +149,7 @@ def _describe_non_file(path: Path) -> str | None:
     if stat.S_ISDIR(mode):
         return f"{path} is a directory; choose a video file."
     if not stat.S_ISREG(mode):
-        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
         return f"{path} is not a regular file ({kind}); choose a video file."
     return None
 

@@ -480,5 +480,5 @@ def test_a_directory_or_fifo_is_named_for_what_it_is(tmp_path):
     fifo = tmp_path / "pipe.mp4"
     os.mkfifo(fifo)
     error = _read_within(fifo)
-    assert isinstance(error, VideoInputError) and "is not a regular file (a FIFO (named pipe))" in str(error)
+    assert isinstance(error, VideoInputError) and "pipe.mp4 is not a regular file (a FIFO); choose a video file" in str(error)
     assert "not found" in str(_read_within(tmp_path / "missing.mp4"))
