@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import os
 import stat
 from dataclasses import dataclass
 from fractions import Fraction
@@ -94,7 +93,8 @@ def orientation_from_display_matrix(matrix: tuple[int, ...] | np.ndarray) -> Ori
         return Orientation(False, a < 0, d < 0)
     if abs(a) < tolerance and abs(d) < tolerance and abs(b) > tolerance and abs(c) > tolerance:
         return Orientation(True, c < 0, b < 0)
-    logger.warning("The video's display matrix (%.3f %.3f / %.3f %.3f) is not a right-angle rotation; using the frames as stored.", a, b, c, d)
+    logger.warning("The video's display matrix (%.3f %.3f / %.3f %.3f) is not a right-angle rotation; "
+                   "using the frames as stored.", a, b, c, d)
     return Orientation()
 
 
@@ -189,7 +189,10 @@ def _check_selection(start: int, stride: int, count: int, width: int, height: in
         check_frame_budget(max(count, 1), width, height)
 
 
-def _too_few_frames(path: Path, picked: int, decoded: int, start: int, stride: int, count: int, damage: str | None) -> VideoInputError:
+def _too_few_frames(
+    path: Path, picked: int, decoded: int, start: int, stride: int, count: int, damage: str | None
+) -> VideoInputError:
+    """The error for a selection that found no frame or fewer than ``count``, saying how many there are."""
     if not picked:
         if damage is not None and decoded == 0:
             return VideoInputError(f"{path.name} could not be decoded ({damage}). Re-export it as mp4 (H.264).")

@@ -204,7 +204,9 @@ def marked_image(width: int = 48, height: int = 32) -> np.ndarray:
     return image
 
 
-def write_rotated(path: Path, degrees: float, hflip: bool = False, vflip: bool = False, codec: str = "ffv1", frames: int = 3) -> Path:
+def write_rotated(
+    path: Path, degrees: float, hflip: bool = False, vflip: bool = False, codec: str = "ffv1", frames: int = 3
+) -> Path:
     """A clip of :func:`marked_image` frames whose container says: show it rotated by ``degrees`` counter-clockwise."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=8)
@@ -262,7 +264,8 @@ def corner_colours(frame: torch.Tensor) -> dict[str, str]:
     """Which marker ("red"/"green"/"-") sits in each corner of a ``(H, W, 3)`` frame."""
     h, w = frame.shape[:2]
     names = {}
-    for corner, (y, x) in {"top-left": (2, 2), "top-right": (2, w - 3), "bottom-left": (h - 3, 2), "bottom-right": (h - 3, w - 3)}.items():
+    points = {"top-left": (2, 2), "top-right": (2, w - 3), "bottom-left": (h - 3, 2), "bottom-right": (h - 3, w - 3)}
+    for corner, (y, x) in points.items():
         r, g = float(frame[y, x, 0]), float(frame[y, x, 1])
         names[corner] = "red" if r > 0.5 > g else "green" if g > 0.5 > r else "-"
     return names
@@ -350,7 +353,8 @@ def test_decoding_to_a_small_size_never_holds_the_clip_at_full_size(tmp_path):
     # A fresh process, so that the peak is this read's alone. A fixed mmap threshold makes glibc hand freed
     # frame buffers back at once; otherwise reused-but-not-returned heap can look like frames kept.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "131072", "PYTHONPATH": str(REPO)}
-    child = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_CHILD, str(path)], env=env, capture_output=True, text=True, timeout=120)
+    child = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_CHILD, str(path)], env=env, capture_output=True, text=True,
+                           timeout=120)
     assert child.returncode == 0, child.stderr
     result = json.loads(child.stdout.strip().splitlines()[-1])
     assert result["shape"] == [frames, 8, 8, 3] and result["first"] == [0, 1, 2]
