@@ -4,23 +4,91 @@ crop: scale until the frame is covered, then cut the overhang equally on both si
 pad: scale until the content fits, then centre it on black. stretch: resize to the exact size, ignoring the
 aspect ratio. Shrinking is antialiased (bilinear with ``antialias=True``, close to area averaging), so
 downscaled reference frames do not alias; enlarging is plain bilinear.
+
+Output sizes are bounded before anything is allocated (:func:`check_frame_budget`): no side above
+:data:`MAX_FRAME_SIDE`, and the float32 frames must fit in :data:`FRAME_MEMORY_FRACTION` of the RAM available.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from .errors import InvalidSettingError
+from .memory_estimate import SKIP_ENV, available_bytes
 
 logger = logging.getLogger(__name__)
 
 ResizeMode = Literal["crop", "pad", "stretch"]
 RESIZE_MODES: tuple[str, ...] = ("crop", "pad", "stretch")
+# Twice DCI 4K's 4096 and above 8K UHD's 7680: room for any source a camera writes and far above the sizes
+# video diffusion models work at, while one float32 frame of 8192x8192 is still only 0.75 GiB.
+MAX_FRAME_SIDE = 8192
+# The frames of a clip exist twice for a moment (the per-frame list and the stacked batch) and the model
+# and its activations need the rest, so one clip may take a quarter of the RAM available when it is made.
+FRAME_MEMORY_FRACTION = 0.25
+_BYTES_PER_PIXEL = 3 * 4  # RGB float32
+_UNKNOWN = 1 << 62  # what memory_estimate.available_bytes says when it cannot tell
+
+
+def _available_ram_bytes() -> int:
+    """RAM available now: MemAvailable (Linux) or sysconf via memory_estimate, else psutil, else unlimited."""
+    try:
+        available = available_bytes(torch.device("cpu"))
+    except (OSError, ValueError):  # os.sysconf has no SC_AVPHYS_PAGES on macOS
+        available = _UNKNOWN
+    if available < _UNKNOWN:
+        return available
+    try:
+        import psutil  # ComfyUI installs it; the pack does not require it
+    except ImportError:
+        return _UNKNOWN
+    return int(psutil.virtual_memory().available)
+
+
+def frame_budget_bytes() -> int:
+    """Bytes one batch of float32 frames may take now: :data:`FRAME_MEMORY_FRACTION` of the available RAM.
+
+    Unlimited when the memory check is switched off (``MOTION_INVERSION_SKIP_MEMORY_CHECK=1``); the side
+    limit :data:`MAX_FRAME_SIDE` still applies then.
+    """
+    if os.environ.get(SKIP_ENV, "") not in ("", "0"):
+        return _UNKNOWN
+    return int(FRAME_MEMORY_FRACTION * _available_ram_bytes())
+
+
+def check_frame_budget(frames: int, width: int, height: int, budget_bytes: int | None = None) -> None:
+    """Refuse an output of ``frames`` frames ``(frames, height, width, 3)`` float32 that cannot be made.
+
+    Args:
+        frames, width, height: the size of the frame batch about to be allocated (a side of 0 stands for one
+            not known yet: only the other side is checked).
+        budget_bytes: bytes allowed; default :func:`frame_budget_bytes` (read now). A caller that adds
+            frames one by one reads the budget once and passes it, so its own frames are not counted twice.
+
+    Raises:
+        InvalidSettingError: a side above :data:`MAX_FRAME_SIDE`, or more bytes than the budget; the message
+            names the size, the limit and what to change.
+    """
+    if width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE:
+        unknown = " (0: the source's)" if 0 in (width, height) else ""
+        raise InvalidSettingError(
+            f"Frame size {width}x{height}{unknown} is too large: width and height may be at most {MAX_FRAME_SIDE} "
+            "pixels. Choose a smaller width and height."
+        )
+    need = frames * width * height * _BYTES_PER_PIXEL
+    budget = frame_budget_bytes() if budget_bytes is None else budget_bytes
+    if need > budget:
+        raise InvalidSettingError(
+            f"{frames} frames of {width}x{height} need {need / 2**30:.2f} GiB as float32, more than the "
+            f"{budget / 2**30:.2f} GiB limit ({FRAME_MEMORY_FRACTION:.0%} of the RAM available now). Lower the "
+            f"width, height or frame count (or raise the stride); {SKIP_ENV}=1 lifts the memory limit."
+        )
 
 
 def check_resize_mode(mode: str) -> None:
@@ -103,12 +171,15 @@ def resize_frames(frames: torch.Tensor, width: int, height: int, mode: ResizeMod
         ``(F, height, width, 3)`` float32, contiguous.
 
     Raises:
-        InvalidSettingError: unknown mode, size below 1, or frames of the wrong shape.
+        InvalidSettingError: unknown mode, size below 1, an output too large (see :func:`check_frame_budget`),
+            or frames of the wrong shape.
     """
     check_resize_mode(mode)
     if int(width) < 1 or int(height) < 1:
         raise InvalidSettingError(f"Cannot resize frames to {width}x{height}; width and height must be at least 1 pixel.")
     width, height = int(width), int(height)
+    if isinstance(frames, torch.Tensor) and frames.ndim == 4:
+        check_frame_budget(frames.shape[0], width, height)
     frames = to_rgb(frames)
     src_h, src_w = int(frames.shape[1]), int(frames.shape[2])
     if mode == "stretch" or (src_w, src_h) == (width, height):
