@@ -115,36 +115,55 @@ def list_embeddings() -> dict[str, Path]:
     for root in _model_roots(EMBEDDING_FOLDER):
         if root.is_dir():
             for path in sorted(root.rglob("*.safetensors")):
-                found.setdefault(path.relative_to(root).as_posix(), path)
+                if path.is_file():  # a folder named "x.safetensors" is not an embedding
+                    found.setdefault(path.relative_to(root).as_posix(), path)
     if BUNDLED_EMBEDDINGS_DIR.is_dir():
         for path in sorted(BUNDLED_EMBEDDINGS_DIR.glob("*.safetensors")):
-            found[path.name + BUNDLED_SUFFIX] = path
+            if path.is_file():
+                found[path.name + BUNDLED_SUFFIX] = path
     return found
 
 
-def _copy_sample_clips_to_input(root: Path) -> set[str]:
-    """Copy the bundled sample clips into the input folder, never over an existing file.
+def _bundled_clips() -> list[Path]:
+    if not BUNDLED_CLIPS_DIR.is_dir():
+        return []
+    return [clip for clip in sorted(BUNDLED_CLIPS_DIR.iterdir()) if clip.suffix.lower() in VIDEO_EXTENSIONS and clip.is_file()]
+
+
+# Input folders the sample clips were offered to in this process: the node list is built on every
+# INPUT_TYPES / VALIDATE_INPUTS / IS_CHANGED call, and a clip the user deleted must not come back each time.
+_clips_offered_to: set[Path] = set()
+
+
+def _copy_sample_clips_once(root: Path) -> None:
+    """Copy the bundled sample clips into ``root`` once per process, never over an existing file.
 
     ComfyUI's video widget previews files of the input folder only, so the samples live there like an
-    uploaded video. Returns the names of the samples that are in the input folder now.
+    uploaded video.
     """
-    present: set[str] = set()
-    if not BUNDLED_CLIPS_DIR.is_dir():
-        return present
-    for clip in sorted(BUNDLED_CLIPS_DIR.iterdir()):
-        if clip.suffix.lower() not in VIDEO_EXTENSIONS:
-            continue
+    key = root.resolve()
+    if key in _clips_offered_to:
+        return
+    _clips_offered_to.add(key)
+    for clip in _bundled_clips():
         target = root / clip.name
-        if not target.exists():
-            try:
-                root.mkdir(parents=True, exist_ok=True)
-                with atomic_output_path(target) as tmp:
-                    shutil.copyfile(clip, tmp)
-                logger.info("Copied the sample clip %s into %s", clip.name, root)
-            except OSError as exc:
-                logger.warning("Could not copy the sample clip %s into %s (%s); it is listed from the pack.", clip.name, root, exc)
-                continue
-        if target.stat().st_size == clip.stat().st_size:
+        if target.exists():
+            continue
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            with atomic_output_path(target) as tmp:
+                shutil.copyfile(clip, tmp)
+            logger.info("Copied the sample clip %s into %s", clip.name, root)
+        except OSError as exc:
+            logger.warning("Could not copy the sample clip %s into %s (%s); it is listed from the pack.", clip.name, root, exc)
+
+
+def _sample_clips_in(root: Path) -> set[str]:
+    """Names of the bundled clips that are in ``root`` as a copy (a user's file of the same name does not count)."""
+    present: set[str] = set()
+    for clip in _bundled_clips():
+        target = root / clip.name
+        if target.is_file() and target.stat().st_size == clip.stat().st_size:
             present.add(clip.name)
     return present
 
@@ -157,16 +176,17 @@ def list_videos() -> dict[str, Path]:
     """
     root = input_dir()
     # Outside ComfyUI, write nothing unless folders were chosen (importing the pack must not create folders).
-    copied = _copy_sample_clips_to_input(root) if in_comfyui() or _standalone_root_chosen else set()
+    if in_comfyui() or _standalone_root_chosen:
+        _copy_sample_clips_once(root)
+    copied = _sample_clips_in(root)
     found: dict[str, Path] = {}
     if root.is_dir():
         for path in sorted(root.iterdir()):
             if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
                 found[path.name] = path
-    if BUNDLED_CLIPS_DIR.is_dir():
-        for path in sorted(BUNDLED_CLIPS_DIR.iterdir()):
-            if path.suffix.lower() in VIDEO_EXTENSIONS and path.name not in copied:
-                found[path.name + BUNDLED_SUFFIX] = path
+    for path in _bundled_clips():
+        if path.name not in copied:
+            found[path.name + BUNDLED_SUFFIX] = path
     return found
 
 
@@ -176,10 +196,14 @@ def torch_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def free_comfy_memory() -> None:
-    """Ask ComfyUI to unload its own models before a memory-hungry training run."""
+def free_comfy_memory(needed_bytes: int, device: torch.device) -> None:
+    """Ask ComfyUI to unload as many of its own models as it takes to free ``needed_bytes`` on ``device``.
+
+    ComfyUI does not manage this pack's model, so it is told how much room a training run needs instead of
+    unloading everything (other models of the workflow stay loaded when there is room for them).
+    """
     if model_management is not None:
-        model_management.unload_all_models()
+        model_management.free_memory(needed_bytes, device)
         model_management.soft_empty_cache()
 
 
@@ -213,6 +237,11 @@ class Progress:
 
 
 def send_event(event: str, data: dict[str, Any]) -> None:
-    """Send a custom message to the ComfyUI frontend (ignored outside ComfyUI)."""
-    if PromptServer is not None and getattr(PromptServer, "instance", None) is not None:
-        PromptServer.instance.send_sync(event, data)
+    """Send a custom message to the browser that queued the running prompt (ignored outside ComfyUI).
+
+    Addressed like core's progress messages: to the prompt's ``client_id`` (``None``, for a prompt queued
+    without one, reaches every browser, as core's progress does).
+    """
+    server = getattr(PromptServer, "instance", None) if PromptServer is not None else None
+    if server is not None:
+        server.send_sync(event, data, getattr(server, "client_id", None))

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from ..motion_core.embedding import MOTION_MODES, MotionEmbedding, check_fits
+from ..motion_core.embedding import EMBEDDING_DEFAULT_MODE, MODE_CHOICES, MotionEmbedding, check_fits, resolve_mode
 from ..motion_core.embedding_file import load_embedding, save_embedding
 from ..motion_core.errors import EmbeddingFileError
 from ..motion_core.safe_paths import unique_output_path
 from ..motion_core.sampling import AppliedMotion
 from ..motion_core.temporal_layers import find_temporal_blocks
 from . import comfy_bridge
+from .defaults import field_default
 from .embedding_facts import embedding_facts
-from .handles import CATEGORY, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
+from .handles import CATEGORY, EMBEDDING_PREFIX, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
 
 
 class SaveMotionEmbedding:
@@ -25,7 +26,7 @@ class SaveMotionEmbedding:
         return {
             "required": {
                 "motion_embedding": (EMBEDDING_TYPE, {"tooltip": "The embedding to save."}),
-                "filename_prefix": ("STRING", {"default": "motion_inversion/embedding", "tooltip": "File name under models/motion_embeddings; subfolders allowed, nothing outside it."}),
+                "filename_prefix": ("STRING", {"default": EMBEDDING_PREFIX, "tooltip": "File name under models/motion_embeddings; subfolders allowed, nothing outside it."}),
             }
         }
 
@@ -76,12 +77,13 @@ class ApplyMotionEmbedding:
             "required": {
                 "model": (MODEL_TYPE, {"tooltip": "The model the embedding was trained on (or one of the same architecture)."}),
                 "motion_embedding": (EMBEDDING_TYPE, {"tooltip": "The motion to transfer."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05, "tooltip": "Scales both embeddings; 0 is the plain model."}),
-                "mode": (list(MOTION_MODES), {"default": "object", "tooltip": "object: frame-differenced value embedding (keeps motion, drops the reference's look). camera: query-key only, best text alignment. raw: as trained (may copy the reference's look)."}),
+                "strength": ("FLOAT", {"default": field_default(AppliedMotion, "strength"), "min": -4.0, "max": 4.0, "step": 0.05, "tooltip": "Scales the embeddings (1: as trained). 0 gives the plain model: no embedding and no start from the reference's inverted latent."}),
+                "mode": (list(MODE_CHOICES), {"default": EMBEDDING_DEFAULT_MODE, "tooltip": "embedding default: the mode the embedding was trained for (camera for the debiased hybrid loss, else object). object: frame-differenced value embedding (keeps motion, drops the reference's look). camera: query-key only, best text alignment. raw: as trained (may copy the reference's look)."}),
             }
         }
 
     def apply(self, model: MotionModel, motion_embedding: MotionEmbedding, strength: float, mode: str):
         video_model = model.model
         check_fits(motion_embedding.info, video_model.family, find_temporal_blocks(video_model.unet), video_model.name)
-        return (MotionModel(video_model, AppliedMotion(motion_embedding, float(strength), mode)),)
+        motion = AppliedMotion(motion_embedding, float(strength), resolve_mode(mode, motion_embedding.info))
+        return (MotionModel(video_model, motion),)

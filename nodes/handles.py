@@ -16,6 +16,7 @@ from ..motion_core.sampling import AppliedMotion
 MODEL_TYPE = "MI_MODEL"
 EMBEDDING_TYPE = "MOTION_EMBEDDING"
 CATEGORY = "motion_inversion"
+EMBEDDING_PREFIX = "motion_inversion/embedding"  # default file name of saved embeddings
 
 
 @dataclass(frozen=True)

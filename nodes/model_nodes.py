@@ -6,6 +6,7 @@ from ..motion_core.attention import ATTENTION_CHOICES
 from ..motion_core.errors import ModelLoadError
 from ..motion_core.model_loading import PRECISION_CHOICES, load_video_model
 from . import comfy_bridge
+from .defaults import parameter_default
 from .handles import CATEGORY, MODEL_TYPE, MotionModel
 
 
@@ -26,8 +27,8 @@ class LoadVideoModel:
         return {
             "required": {
                 "model": (names, {"tooltip": "A diffusers folder (with model_index.json) in models/diffusers."}),
-                "precision": (list(PRECISION_CHOICES), {"default": "auto", "tooltip": "auto: fp16 on a GPU, fp32 on CPU. The VAE always runs in fp32 and motion embeddings are always kept in fp32."}),
-                "attention": (list(ATTENTION_CHOICES), {"default": "auto", "tooltip": "Kernel for the temporal attention layers. auto: xformers on CUDA when installed, else SDPA; plain matmul on CPU."}),
+                "precision": (list(PRECISION_CHOICES), {"default": parameter_default(load_video_model, "precision"), "tooltip": "auto: fp16 on a GPU, fp32 on CPU. The VAE always runs in fp32 and motion embeddings are always kept in fp32."}),
+                "attention": (list(ATTENTION_CHOICES), {"default": parameter_default(load_video_model, "attention"), "tooltip": "Kernel for the temporal attention layers. auto: xformers on CUDA when installed, else SDPA; plain matmul on CPU."}),
             }
         }
 

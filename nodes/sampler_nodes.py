@@ -8,9 +8,14 @@ from PIL import Image
 from ..motion_core.diffusion import decode_latents
 from ..motion_core.sampling import SCHEDULERS, SamplingConfig, sample_video
 from . import comfy_bridge
+from .defaults import field_default
 from .handles import CATEGORY, MODEL_TYPE, MotionModel
 
 PREVIEW_MAX_SIZE = 512
+
+
+def _default(name: str):
+    return field_default(SamplingConfig, name)
 
 
 class MotionSampler:
@@ -30,15 +35,15 @@ class MotionSampler:
             "required": {
                 "model": (MODEL_TYPE, {"tooltip": "A video model, usually from Apply Motion Embedding."}),
                 "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What the new clip should show."}),
-                "negative_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What to avoid."}),
-                "width": ("INT", {"default": 576, "min": 8, "max": 4096, "step": 8, "tooltip": "Width in pixels (a multiple of the model's size factor)."}),
-                "height": ("INT", {"default": 320, "min": 8, "max": 4096, "step": 8, "tooltip": "Height in pixels."}),
-                "frames": ("INT", {"default": 24, "min": 1, "max": 1024, "tooltip": "Frame count; the embedding is resampled if it was trained with another count."}),
-                "steps": ("INT", {"default": 30, "min": 1, "max": 1000, "tooltip": "Denoising steps."}),
-                "cfg": ("FLOAT", {"default": 12.0, "min": 0.0, "max": 50.0, "step": 0.1, "tooltip": "Classifier-free guidance scale (1 disables guidance)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Noise seed."}),
-                "scheduler": (list(SCHEDULERS), {"default": "ddim", "tooltip": "Sampler (the paper uses DDIM)."}),
-                "noise_prior": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Blend of the reference's DDIM-inverted latent into the start noise (0: pure noise)."}),
+                "negative_prompt": ("STRING", {"multiline": True, "default": _default("negative_prompt"), "tooltip": "What to avoid."}),
+                "width": ("INT", {"default": _default("width"), "min": 8, "max": 4096, "step": 8, "tooltip": "Width in pixels (a multiple of the model's size factor)."}),
+                "height": ("INT", {"default": _default("height"), "min": 8, "max": 4096, "step": 8, "tooltip": "Height in pixels."}),
+                "frames": ("INT", {"default": _default("frames"), "min": 1, "max": 1024, "tooltip": "Frame count; the embedding is resampled if it was trained with another count."}),
+                "steps": ("INT", {"default": _default("steps"), "min": 1, "max": 1000, "tooltip": "Denoising steps."}),
+                "cfg": ("FLOAT", {"default": _default("guidance_scale"), "min": 0.0, "max": 50.0, "step": 0.1, "tooltip": "Classifier-free guidance scale (1 disables guidance)."}),
+                "seed": ("INT", {"default": _default("seed"), "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Noise seed."}),
+                "scheduler": (list(SCHEDULERS), {"default": _default("scheduler"), "tooltip": "Sampler (the paper uses DDIM)."}),
+                "noise_prior": ("FLOAT", {"default": _default("noise_prior"), "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Blend of the reference's DDIM-inverted latent into the start noise (0: pure noise)."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }

@@ -3,19 +3,56 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
+
+import torch
 
 from ..motion_core.embedding import LOSS_NAMES, MotionEmbedding
 from ..motion_core.loss_plot import render_loss_curve
+from ..motion_core.memory_estimate import estimate_training_bytes
+from ..motion_core.model_loading import VideoModel
 from ..motion_core.safe_paths import unique_output_path
+from ..motion_core.sampling import SamplingConfig
 from ..motion_core.temporal_layers import LAYER_SETS
-from ..motion_core.training import TrainingConfig, train_motion_embedding
+from ..motion_core.training import CHECKPOINTING_CHOICES, INVERSION_CHOICES, TrainingConfig, train_motion_embedding
 from . import comfy_bridge
+from .defaults import field_default
 from .embedding_facts import embedding_facts
 from .frames_prep import prepare_training_frames
-from .handles import CATEGORY, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
+from .handles import CATEGORY, EMBEDDING_PREFIX, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
 
 logger = logging.getLogger(__name__)
 LOSS_EVENT = "motion_inversion.loss"
+_SIZE = SamplingConfig(prompt="")  # the paper's clip size (width, height, frames): trained as it is generated
+
+
+def _default(name: str) -> Any:
+    return field_default(TrainingConfig, name)
+
+
+def _on(tensor: torch.Tensor, device: torch.device) -> bool:
+    """Whether ``tensor`` is on ``device`` ("cuda" and "cuda:0" count as the same when one has no index)."""
+    place = tensor.device
+    return place.type == device.type and (place.index is None or device.index is None or place.index == device.index)
+
+
+def _model_bytes_off(model: VideoModel, device: torch.device) -> int:
+    """Bytes of the model's weights that are not on ``device`` yet (0 once it is loaded there)."""
+    total = 0
+    for module in (model.unet, model.vae, model.text_encoder):
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if not _on(tensor, device):
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def training_room(model: VideoModel, clip: torch.Tensor, config: TrainingConfig) -> int:
+    """Bytes a run on ``clip`` ``(F, H, W, 3)`` needs on the model's device: the activation estimate plus the
+    model's weights where they are not there yet. ``auto`` checkpointing asks for room to train without it."""
+    latent_h, latent_w = model.latent_size(clip.shape[2], clip.shape[1])
+    checkpointing = config.gradient_checkpointing == "on"
+    need = estimate_training_bytes(model, clip.shape[0], latent_h, latent_w, checkpointing, config.layer_set)
+    return need + _model_bytes_off(model, model.device)
 
 
 class TrainMotionEmbedding:
@@ -37,41 +74,59 @@ class TrainMotionEmbedding:
                 "model": (MODEL_TYPE, {"tooltip": "The video model to learn the motion for (its weights stay frozen)."}),
                 "frames": ("IMAGE", {"tooltip": "The reference clip: frames from Load Video Frames or any video loader."}),
                 "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What the reference clip shows, e.g. 'a man running on the beach'."}),
-                "steps": ("INT", {"default": 400, "min": 1, "max": 100_000, "tooltip": "Optimisation steps (paper: 400)."}),
-                "learning_rate": ("FLOAT", {"default": 0.02, "min": 1e-6, "max": 10.0, "step": 0.001, "tooltip": "AdamW learning rate of the embeddings (paper: 0.02; the small demo model needs 0.1)."}),
-                "loss": (list(LOSS_NAMES), {"default": "base", "tooltip": "base: plain diffusion loss. debiased_temporal: for objects that deform a lot. debiased_hybrid: for camera motion (adds a temporary spatial LoRA)."}),
-                "layers": (list(LAYER_SETS), {"default": "paper", "tooltip": "paper: the deepest temporal blocks (1280-channel on ZeroScope). paper+640 adds the next level. all: every temporal block."}),
-                "width": ("INT", {"default": 576, "min": 8, "max": 4096, "step": 8, "tooltip": "Training width; frames are resized (crop) and the size rounded to what the model accepts."}),
-                "height": ("INT", {"default": 320, "min": 8, "max": 4096, "step": 8, "tooltip": "Training height."}),
-                "frame_count": ("INT", {"default": 24, "min": 0, "max": 1024, "tooltip": "Frames to train on (the first ones); 0 uses every frame given."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of the noise and timesteps drawn at each step."}),
-                "gradient_checkpointing": ("BOOLEAN", {"default": True, "tooltip": "Recompute activations in the backward pass: much less memory, a little slower."}),
-                "save_every": ("INT", {"default": 100, "min": 0, "max": 100_000, "tooltip": "Also save the embedding every n steps (0: only at the end). Cancel always saves what was trained."}),
-                "filename_prefix": ("STRING", {"default": "motion_inversion/embedding", "tooltip": "File name under models/motion_embeddings; subfolders allowed, nothing outside it."}),
+                "steps": ("INT", {"default": _default("steps"), "min": 1, "max": 100_000, "tooltip": "Optimisation steps (paper: 400)."}),
+                "learning_rate": ("FLOAT", {"default": _default("learning_rate"), "min": 1e-6, "max": 10.0, "step": 0.001, "tooltip": "AdamW learning rate of the embeddings (paper: 0.02; the small demo model needs 0.1)."}),
+                "loss": (list(LOSS_NAMES), {"default": _default("loss"), "tooltip": "base: plain diffusion loss. debiased_temporal: for objects that deform a lot. debiased_hybrid: for camera motion (adds a temporary spatial LoRA)."}),
+                "layers": (list(LAYER_SETS), {"default": _default("layer_set"), "tooltip": "paper: the deepest temporal blocks (1280-channel on ZeroScope). paper+640 adds the next level. all: every temporal block."}),
+                "width": ("INT", {"default": _SIZE.width, "min": 8, "max": 4096, "step": 8, "tooltip": "Training width; frames are resized (crop) and the size rounded to what the model accepts."}),
+                "height": ("INT", {"default": _SIZE.height, "min": 8, "max": 4096, "step": 8, "tooltip": "Training height."}),
+                "frame_count": ("INT", {"default": _SIZE.frames, "min": 0, "max": 1024, "tooltip": "Frames to train on (the first ones); 0 uses every frame given."}),
+                "seed": ("INT", {"default": _default("seed"), "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of the noise and timesteps drawn at each step."}),
+                "gradient_checkpointing": (list(CHECKPOINTING_CHOICES), {"default": _default("gradient_checkpointing"), "tooltip": "Recompute activations in the backward pass: much less memory, slower. auto: on only when the memory estimate says training would not fit without it."}),
+                "save_every": ("INT", {"default": _default("save_every"), "min": 0, "max": 100_000, "tooltip": "Also save the embedding every n steps (0: only at the end). Cancel always saves what was trained."}),
+                "filename_prefix": ("STRING", {"default": EMBEDDING_PREFIX, "tooltip": "File name under models/motion_embeddings; subfolders allowed, nothing outside it."}),
             },
             "optional": {
-                "resume_from": (EMBEDDING_TYPE, {"tooltip": "Continue training this embedding (same model, size and frames) up to 'steps'."}),
+                "resume_from": (EMBEDDING_TYPE, {"tooltip": "Continue training this embedding (same model, size and frames) up to 'steps': from this node's output, or a file saved periodically or on Cancel (Load Motion Embedding). The optimiser state travels with the embedding, so the result equals an uninterrupted run."}),
+                # Optional so that prompts saved before it existed still validate; a widget all the same (after the others).
+                "inversion": (list(INVERSION_CHOICES), {"default": _default("inversion"), "tooltip": "Which model inverts the reference into the start latent stored with the embedding. plain: the plain model, as the paper's code does. embedded: the model with the trained embeddings."}),
             },
-            "hidden": {"unique_id": "UNIQUE_ID"},
+            "hidden": {"unique_id": "UNIQUE_ID", "dynprompt": "DYNPROMPT"},
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, gradient_checkpointing):
+        """Workflows saved before ``auto`` existed hold true/false here: they still mean on/off.
+
+        ComfyUI skips its own checks for the inputs this method takes, so it takes only this one.
+        """
+        if gradient_checkpointing is None or isinstance(gradient_checkpointing, bool):  # None: fed by a link
+            return True
+        if gradient_checkpointing in CHECKPOINTING_CHOICES:
+            return True
+        return f"gradient_checkpointing must be one of {', '.join(CHECKPOINTING_CHOICES)}, got {gradient_checkpointing!r}."
+
     def train(self, model: MotionModel, frames, prompt: str, steps: int, learning_rate: float, loss: str, layers: str,
-              width: int, height: int, frame_count: int, seed: int, gradient_checkpointing: bool, save_every: int,
-              filename_prefix: str, resume_from: MotionEmbedding | None = None, unique_id: str | None = None):
+              width: int, height: int, frame_count: int, seed: int, gradient_checkpointing: str | bool, save_every: int,
+              filename_prefix: str, resume_from: MotionEmbedding | None = None, inversion: str = _default("inversion"),
+              unique_id: str | None = None, dynprompt: Any = None):
         video_model = model.model
         clip = prepare_training_frames(frames, width, height, frame_count, video_model.size_multiple)
-        config = TrainingConfig(prompt=prompt, steps=steps, learning_rate=learning_rate, loss=loss, layer_set=layers,
-                                seed=seed, gradient_checkpointing=gradient_checkpointing, save_every=save_every)
+        config = TrainingConfig(prompt=prompt, steps=steps, learning_rate=learning_rate, loss=loss, layer_set=layers, seed=seed,
+                                gradient_checkpointing=gradient_checkpointing, save_every=save_every, inversion=inversion)
         config.validate()
         path = unique_output_path(comfy_bridge.embedding_save_dir(), filename_prefix, ".safetensors")
         progress = comfy_bridge.Progress(steps, unique_id)
+        # The id the browser finds the node by: a subgraph path like "5:3"; an expanded node is shown by its parent.
+        display_node = dynprompt.get_display_node_id(unique_id) if dynprompt is not None and unique_id is not None else unique_id
 
         def on_step(done: int, total: int, value: float) -> None:
-            comfy_bridge.send_event(LOSS_EVENT, {"node": unique_id, "step": done, "total": total, "loss": value})
+            event = {"node": unique_id, "display_node": display_node, "step": done, "total": total, "loss": value}
+            comfy_bridge.send_event(LOSS_EVENT, event)
             progress.update(done)
 
         inversion_progress = comfy_bridge.Progress(config.inversion_steps, unique_id)
-        comfy_bridge.free_comfy_memory()
+        comfy_bridge.free_comfy_memory(training_room(video_model, clip, config), video_model.device)
         with comfy_bridge.autograd_enabled():
             result = train_motion_embedding(video_model, clip.clone(), config, path, resume_from, on_step,
                                             lambda done, _total: inversion_progress.update(done))

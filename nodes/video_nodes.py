@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from ..motion_core.errors import VideoInputError
 from ..motion_core.frame_resize import RESIZE_MODES
+from ..motion_core.sampling import SamplingConfig
 from ..motion_core.video_io import read_video_frames
 from . import comfy_bridge
+from .defaults import field_default, parameter_default
 from .handles import CATEGORY
+
+
+def _default(name: str):
+    return parameter_default(read_video_frames, name)
 
 
 class LoadVideoFrames:
@@ -26,18 +32,20 @@ class LoadVideoFrames:
         return {
             "required": {
                 "video": (names, {"video_upload": True, "tooltip": "A video file in ComfyUI's input folder; upload one with the button."}),
-                "start_frame": ("INT", {"default": 0, "min": 0, "max": 1_000_000, "tooltip": "First frame to take (0 = the first frame of the file)."}),
-                "frame_stride": ("INT", {"default": 1, "min": 1, "max": 1000, "tooltip": "Take every n-th frame (2 halves the frame rate and doubles the motion per frame)."}),
-                "frame_count": ("INT", {"default": 24, "min": 0, "max": 1024, "tooltip": "How many frames to take; 0 takes all. Asking for more than the file has is an error that says how many there are."}),
-                "width": ("INT", {"default": 576, "min": 0, "max": 4096, "step": 8, "tooltip": "Output width in pixels; 0 keeps the source width."}),
-                "height": ("INT", {"default": 320, "min": 0, "max": 4096, "step": 8, "tooltip": "Output height in pixels; 0 keeps the source height."}),
-                "resize_mode": (list(RESIZE_MODES), {"default": "crop", "tooltip": "crop: fill the frame and cut the overhang; pad: fit inside and add black bars; stretch: ignore the aspect ratio."}),
+                "start_frame": ("INT", {"default": _default("start_frame"), "min": 0, "max": 1_000_000, "tooltip": "First frame to take (0 = the first frame of the file)."}),
+                "frame_stride": ("INT", {"default": _default("frame_stride"), "min": 1, "max": 1000, "tooltip": "Take every n-th frame (2 halves the frame rate and doubles the motion per frame)."}),
+                "frame_count": ("INT", {"default": field_default(SamplingConfig, "frames"), "min": 0, "max": 1024, "tooltip": "How many frames to take; 0 takes all. Asking for more than the file has is an error that says how many there are."}),
+                "width": ("INT", {"default": field_default(SamplingConfig, "width"), "min": 0, "max": 4096, "step": 8, "tooltip": "Output width in pixels; 0 keeps the source width."}),
+                "height": ("INT", {"default": field_default(SamplingConfig, "height"), "min": 0, "max": 4096, "step": 8, "tooltip": "Output height in pixels; 0 keeps the source height."}),
+                "resize_mode": (list(RESIZE_MODES), {"default": _default("resize_mode"), "tooltip": "crop: fill the frame and cut the overhang; pad: fit inside and add black bars; stretch: ignore the aspect ratio."}),
             }
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, video: str, **_):
-        if video not in comfy_bridge.list_videos():
+    def VALIDATE_INPUTS(cls, video: str | None):
+        """The video may be a bundled clip not in the combo list. ComfyUI skips its own checks (combo, min, max)
+        for every input this method takes, so it takes only the one it checks."""
+        if video is not None and video not in comfy_bridge.list_videos():  # None: fed by a link
             return f"Video {video!r} is not in the input folder."
         return True
 

@@ -25,7 +25,7 @@ DEMO_EMBEDDING = "toyworld_red_square_bounce.safetensors (bundled demo)"
 
 # Settings that work for the bundled toy-world model (32x32, 8 frames; see toyworld/README.md).
 DEMO_TRAIN = {"prompt": "a red square", "steps": 200, "learning_rate": 0.1, "loss": "base", "layers": "all", "width": 32,
-              "height": 32, "frame_count": 8, "seed": 0, "gradient_checkpointing": False, "save_every": 50,
+              "height": 32, "frame_count": 8, "seed": 0, "gradient_checkpointing": "auto", "save_every": 50,
               "filename_prefix": "motion_inversion/demo"}
 DEMO_SAMPLE = {"prompt": "a blue circle", "negative_prompt": "", "width": 32, "height": 32, "frames": 8, "steps": 25, "cfg": 1.5,
                "seed": 0, "scheduler": "ddim", "noise_prior": 0.5}
@@ -140,7 +140,7 @@ def train_and_sample(pack) -> dict[str, Any]:
     frames = g.add("MI_LoadVideoFrames", (40, 200), {"video": DEMO_CLIP, "frame_count": 8, "width": 32, "height": 32}, (320, 330))
     train = g.add("MI_TrainMotionEmbedding", (400, 40), DEMO_TRAIN, (360, 520))
     curve = g.add("PreviewImage", (800, 40), None, (360, 260))
-    apply = g.add("MI_ApplyMotionEmbedding", (800, 340), {"strength": 1.0, "mode": "object"}, (320, 130))
+    apply = g.add("MI_ApplyMotionEmbedding", (800, 340), {"strength": 1.0}, (320, 130))
     sampler = g.add("MI_MotionSampler", (1160, 40), DEMO_SAMPLE, (340, 480))
     save = add_save_webp(g, (1540, 40), "motion_inversion/demo")
     g.link(model, 0, train, "model")
@@ -157,7 +157,7 @@ def load_embedding_and_sample(pack) -> dict[str, Any]:
     g = Graph(pack)
     model = g.add("MI_LoadVideoModel", (40, 40), {"model": DEMO_MODEL}, (320, 110))
     embedding = g.add("MI_LoadMotionEmbedding", (40, 200), {"embedding": DEMO_EMBEDDING}, (320, 90))
-    apply = g.add("MI_ApplyMotionEmbedding", (400, 40), {"strength": 1.0, "mode": "object"}, (320, 130))
+    apply = g.add("MI_ApplyMotionEmbedding", (400, 40), {"strength": 1.0}, (320, 130))
     sampler = g.add("MI_MotionSampler", (760, 40), {**DEMO_SAMPLE, "prompt": "a green triangle"}, (340, 480))
     save = add_save_webp(g, (1140, 40), "motion_inversion/from_embedding")
     g.link(model, 0, apply, "model")

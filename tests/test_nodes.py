@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -58,7 +59,7 @@ def run(pack, name, **kwargs):
 
 def train_settings(**overrides):
     settings = dict(prompt="a red square", steps=3, learning_rate=0.1, loss="base", layers="all", width=32, height=32,
-                    frame_count=6, seed=0, gradient_checkpointing=True, save_every=0, filename_prefix="tests/emb")
+                    frame_count=6, seed=0, gradient_checkpointing="auto", save_every=0, filename_prefix="tests/emb")
     settings.update(overrides)
     return settings
 
@@ -160,20 +161,26 @@ def test_two_apply_nodes_on_one_model_do_not_interfere(pack, comfy_home):
     assert model.motion is None and with_a.model is model.model
 
 
+class Interrupted(BaseException):  # what comfy.model_management raises on Cancel
+    pass
+
+
+def press_cancel_at_check(monkeypatch, bridge, n: int) -> None:
+    """Make ComfyUI's Cancel check raise the ``n``-th time it runs (the training node checks once per step)."""
+    calls = {"n": 0}
+
+    def check():
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Interrupted
+
+    monkeypatch.setattr(bridge, "throw_if_interrupted", check)
+
+
 def test_cancel_in_the_training_node_keeps_the_file(pack, comfy_home, monkeypatch):
     bridge = pack.nodes.comfy_bridge
     (model,) = run(pack, "MI_LoadVideoModel", model="tiny-t2v", precision="fp32", attention="auto")
-    calls = {"n": 0}
-
-    class Interrupted(BaseException):  # what comfy.model_management raises
-        pass
-
-    def interrupt_on_third_check():
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise Interrupted
-
-    monkeypatch.setattr(bridge, "throw_if_interrupted", interrupt_on_third_check)
+    press_cancel_at_check(monkeypatch, bridge, 3)
     with pytest.raises(Interrupted):
         run(pack, "MI_TrainMotionEmbedding", model=model, frames=torch.rand(6, 32, 32, 3), **train_settings(steps=20))
     (saved,) = (comfy_home / "models" / "motion_embeddings" / "tests").glob("emb_*.safetensors")
@@ -230,3 +237,155 @@ def test_sample_clips_are_copied_to_the_input_folder_without_overwriting(pack, c
     frames, fps, count = run(pack, "MI_LoadVideoFrames", video=bundled[0].name, start_frame=0, frame_stride=1,
                              frame_count=8, width=32, height=32, resize_mode="crop")
     assert tuple(frames.shape) == (8, 32, 32, 3) and count == 8
+
+
+def assert_same_embedding(actual, expected) -> None:
+    assert actual.info.steps == expected.info.steps
+    for name in expected.query_key:
+        torch.testing.assert_close(actual.query_key[name], expected.query_key[name], rtol=1e-5, atol=1e-7)
+    for name in expected.value:
+        torch.testing.assert_close(actual.value[name], expected.value[name], rtol=1e-5, atol=1e-7)
+
+
+def assert_no_leftovers(root: Path) -> None:
+    """No optimiser side file and no hidden partial file beside the embeddings."""
+    assert not list(root.rglob("*.resume")), list(root.rglob("*.resume"))
+    assert not list(root.rglob(".*.partial")), list(root.rglob(".*.partial"))
+
+
+def test_resume_through_the_node_from_its_output_matches_an_uninterrupted_run(pack, comfy_home):
+    """Train n steps, feed its output to a second Train as resume_from up to 2n: the same embedding as 2n at once."""
+    (model,) = run(pack, "MI_LoadVideoModel", model="tiny-t2v", precision="fp32", attention="auto")
+    frames = torch.rand(6, 32, 32, 3, generator=torch.Generator().manual_seed(7))
+    straight, _ = run(pack, "MI_TrainMotionEmbedding", model=model, frames=frames, **train_settings(steps=6, filename_prefix="tests/straight"))
+    first, _ = run(pack, "MI_TrainMotionEmbedding", model=model, frames=frames, **train_settings(steps=3, filename_prefix="tests/first"))
+    resumed, _ = run(pack, "MI_TrainMotionEmbedding", model=model, frames=frames, resume_from=first,
+                     **train_settings(steps=6, filename_prefix="tests/resumed"))
+    assert first.info.steps == 3
+    assert_same_embedding(resumed, straight)
+    assert_no_leftovers(comfy_home / "models" / "motion_embeddings")
+
+
+def test_resume_through_the_node_from_a_cancelled_file_matches_an_uninterrupted_run(pack, comfy_home, monkeypatch):
+    """A run cancelled at step n, loaded with Load Motion Embedding and resumed to 2n: the same as 2n at once."""
+    bridge = pack.nodes.comfy_bridge
+    (model,) = run(pack, "MI_LoadVideoModel", model="tiny-t2v", precision="fp32", attention="auto")
+    frames = torch.rand(6, 32, 32, 3, generator=torch.Generator().manual_seed(7))
+    straight, _ = run(pack, "MI_TrainMotionEmbedding", model=model, frames=frames, **train_settings(steps=6, filename_prefix="tests/straight"))
+    press_cancel_at_check(monkeypatch, bridge, 3)
+    with pytest.raises(Interrupted):
+        run(pack, "MI_TrainMotionEmbedding", model=model, frames=frames, **train_settings(steps=6, filename_prefix="tests/cancelled"))
+    monkeypatch.undo()
+    (saved,) = (comfy_home / "models" / "motion_embeddings" / "tests").glob("cancelled_*.safetensors")
+    (loaded,) = run(pack, "MI_LoadMotionEmbedding", embedding=f"tests/{saved.name}")
+    assert loaded.info.steps == 3 and loaded.info.extra["interrupted"]
+    resumed, _ = run(pack, "MI_TrainMotionEmbedding", model=model, frames=frames, resume_from=loaded,
+                     **train_settings(steps=6, filename_prefix="tests/resumed"))
+    assert_same_embedding(resumed, straight)
+    assert_no_leftovers(comfy_home / "models" / "motion_embeddings")
+
+
+def test_load_node_lists_embedding_files_only(pack, comfy_home):
+    """A folder that happens to be named like an embedding is not offered (loading it could only fail)."""
+    bridge = pack.nodes.comfy_bridge
+    folder = comfy_home / "models" / "motion_embeddings"
+    (folder / "x.safetensors").mkdir(parents=True)
+    (folder / "sub" / "y.safetensors").mkdir(parents=True)
+    bundled = next(bridge.BUNDLED_EMBEDDINGS_DIR.glob("*.safetensors"))
+    shutil.copyfile(bundled, folder / "sub" / "real.safetensors")
+    (choices,) = pack.NODE_CLASS_MAPPINGS["MI_LoadMotionEmbedding"].INPUT_TYPES()["required"]["embedding"][:1]
+    assert "sub/real.safetensors" in choices
+    assert "x.safetensors" not in choices and "sub/y.safetensors" not in choices
+    (loaded,) = run(pack, "MI_LoadMotionEmbedding", embedding="sub/real.safetensors")
+    assert loaded.info.steps > 0
+
+
+def test_sample_clips_are_copied_once_per_input_folder(pack, comfy_home, monkeypatch):
+    """The node list is rebuilt on every INPUT_TYPES / VALIDATE_INPUTS / IS_CHANGED: the samples are copied on the
+    first only, and a sample the user deleted stays deleted (it is listed from the pack instead)."""
+    bridge = pack.nodes.comfy_bridge
+    frames_node = pack.NODE_CLASS_MAPPINGS["MI_LoadVideoFrames"]
+    bundled = sorted(p.name for p in bridge.BUNDLED_CLIPS_DIR.iterdir() if p.suffix == ".mp4")
+    copies: list[str] = []
+    real_copy = shutil.copyfile
+
+    def counting_copy(source, target, *args, **kwargs):
+        copies.append(Path(source).name)
+        return real_copy(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(bridge.shutil, "copyfile", counting_copy)
+    for _ in range(3):
+        frames_node.INPUT_TYPES()
+        assert frames_node.VALIDATE_INPUTS(video=bundled[0]) is True
+        frames_node.IS_CHANGED(video=bundled[0])
+    assert sorted(copies) == bundled
+    (comfy_home / "input" / bundled[0]).unlink()
+    names = frames_node.INPUT_TYPES()["required"]["video"][0]
+    assert not (comfy_home / "input" / bundled[0]).exists() and sorted(copies) == bundled
+    assert bundled[0] + bridge.BUNDLED_SUFFIX in names and bundled[1] in names
+    other = comfy_home / "other_input"  # another input folder gets its own copies, once
+    bridge.use_standalone_folders(other)
+    frames_node.INPUT_TYPES()
+    frames_node.INPUT_TYPES()
+    assert sorted(copies) == sorted(bundled * 2)
+    assert all((other / "input" / name).read_bytes() == (bridge.BUNDLED_CLIPS_DIR / name).read_bytes() for name in bundled)
+
+
+def test_custom_events_go_to_the_browser_that_queued_the_prompt(pack, monkeypatch):
+    """Like core's progress messages, addressed to the prompt's client id rather than broadcast."""
+    bridge = pack.nodes.comfy_bridge
+    sent = []
+
+    class Server:  # the part of server.PromptServer the bridge uses
+        client_id = "browser-a"
+
+        def send_sync(self, event, data, sid=None):
+            sent.append((event, data, sid))
+
+    monkeypatch.setattr(bridge, "PromptServer", type("PromptServer", (), {"instance": Server()}))
+    bridge.send_event("motion_inversion.loss", {"node": "5:3"})
+    assert sent == [("motion_inversion.loss", {"node": "5:3"}, "browser-a")]
+
+
+def test_training_asks_comfyui_for_the_room_it_needs_not_everything(pack, tiny_model):
+    """ComfyUI is asked to free the training estimate, plus the weights where they are not on the device yet."""
+    training = pack.nodes.training_nodes
+    estimate = pack.motion_core.memory_estimate.estimate_training_bytes
+    config = pack.motion_core.training.TrainingConfig(prompt="x", layer_set="all")
+    clip = torch.rand(6, 32, 64, 3)
+    latent_h, latent_w = tiny_model.latent_size(64, 32)
+    assert training.training_room(tiny_model, clip, config) == estimate(tiny_model, 6, latent_h, latent_w, False, "all")
+    config.gradient_checkpointing = "on"
+    assert training.training_room(tiny_model, clip, config) == estimate(tiny_model, 6, latent_h, latent_w, True, "all")
+    elsewhere = dataclasses.replace(tiny_model, device=torch.device("meta"))  # its weights are still on the CPU
+    weights = sum(t.numel() * t.element_size() for m in (tiny_model.unet, tiny_model.vae, tiny_model.text_encoder)
+                  for t in [*m.parameters(), *m.buffers()])
+    assert training.training_room(elsewhere, clip, config) == estimate(elsewhere, 6, latent_h, latent_w, True, "all") + weights
+
+
+def test_widget_defaults_come_from_the_core(pack):
+    """One source for each default: the core's settings dataclasses (the CLI reads the same ones)."""
+    core = pack.motion_core
+    train = pack.NODE_CLASS_MAPPINGS["MI_TrainMotionEmbedding"].INPUT_TYPES()
+    train_inputs = {**train["required"], **train["optional"]}
+    sample_inputs = pack.NODE_CLASS_MAPPINGS["MI_MotionSampler"].INPUT_TYPES()["required"]
+    apply_inputs = pack.NODE_CLASS_MAPPINGS["MI_ApplyMotionEmbedding"].INPUT_TYPES()["required"]
+    training = core.training.TrainingConfig(prompt="x")
+    sampling = core.sampling.SamplingConfig(prompt="x")
+    expected = [
+        (train_inputs, {"steps": training.steps, "learning_rate": training.learning_rate, "loss": training.loss,
+                        "layers": training.layer_set, "seed": training.seed, "save_every": training.save_every,
+                        "gradient_checkpointing": training.gradient_checkpointing, "inversion": training.inversion,
+                        "width": sampling.width, "height": sampling.height, "frame_count": sampling.frames}),
+        (sample_inputs, {"negative_prompt": sampling.negative_prompt, "width": sampling.width, "height": sampling.height,
+                         "frames": sampling.frames, "steps": sampling.steps, "cfg": sampling.guidance_scale,
+                         "seed": sampling.seed, "scheduler": sampling.scheduler, "noise_prior": sampling.noise_prior}),
+        (apply_inputs, {"strength": core.sampling.AppliedMotion(embedding=None).strength}),
+    ]
+    for inputs, defaults in expected:
+        assert {name: inputs[name][1]["default"] for name in defaults} == defaults
+    assert train_inputs["gradient_checkpointing"][0] == list(core.training.CHECKPOINTING_CHOICES)
+    assert train_inputs["gradient_checkpointing"][1]["default"] == "auto" and training.save_every == 100
+    assert train_inputs["inversion"][0] == list(core.training.INVERSION_CHOICES)
+    widgets = [name for name, spec in train_inputs.items() if isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")]
+    assert widgets[-1] == "inversion", "a new widget goes after every existing one (saved workflows list values by position)"

@@ -268,3 +268,38 @@ def test_without_animation_frames_and_sparse_nodes(sandbox: Path) -> None:
     (sandbox / "driver.mjs").write_text(NO_RAF_DRIVER)
     out = run_driver(sandbox)
     assert out == {"first": 5, "after": 1, "dirty": 7, "grew": True, "facts": []}
+
+
+SUBGRAPH_DRIVER = r"""
+import { app, calls } from "./scripts/app.js";
+import { listeners } from "./scripts/api.js";
+delete globalThis.requestAnimationFrame;
+await import("./extensions/pack/motion_inversion.mjs");
+const ext = calls.extensions[0];
+ext.setup();
+const emit = (detail) => listeners["motion_inversion.loss"].forEach((fn) => fn(new CustomEvent("x", { detail })));
+function T() { this.size = [200, 80]; }
+T.prototype.setDirtyCanvas = function () {};
+await ext.beforeRegisterNodeDef(T, { name: "MI_TrainMotionEmbedding" }, app);
+// A subgraph keyed by string ids (as the newest frontend keys nodes), inside another one.
+const graphOf = (entries) => ({ getNodeById: (id) => entries.get(id) ?? null });
+const make = (id) => Object.assign(new T(), { id });
+const inner = make("3"), deep = make("3"), root3 = make(3);
+const innerGraph = graphOf(new Map([["3", inner], ["4", { id: "4", subgraph: graphOf(new Map([["3", deep]])) }]]));
+app.graph.add({ id: 5, subgraph: innerGraph });  // a subgraph node in the root graph (numeric ids there)
+app.graph.add(root3);
+emit({ node: "5:3", step: 1, total: 4, loss: 0.5 });
+emit({ node: "5:4:3", step: 1, total: 4, loss: 0.4 });
+emit({ node: "5:4:3", step: 2, total: 4, loss: 0.3 });
+emit({ node: "5:3.0.1", display_node: "5:3", step: 2, total: 4, loss: 0.25 });  // an expanded node: shown by its parent
+emit({ node: "7:3", step: 1, total: 4, loss: 0.9 });   // no such host: ignored
+emit({ node: "3:3", step: 1, total: 4, loss: 0.9 });   // host is not a subgraph node: ignored
+const count = (n) => n.miLoss?.values?.length ?? 0;
+console.log(JSON.stringify({ inner: count(inner), deep: count(deep), root: count(root3) }));
+"""
+
+
+def test_loss_curve_reaches_a_node_inside_a_subgraph(sandbox: Path) -> None:
+    """Inside a subgraph the server names the node by its execution id path ("5:3"), as core's own messages do."""
+    (sandbox / "driver.mjs").write_text(SUBGRAPH_DRIVER)
+    assert run_driver(sandbox) == {"inner": 2, "deep": 2, "root": 0}

@@ -170,10 +170,30 @@ function drawPanel(node, ctx) {
 
 // ---------------------------------------------------------------- events
 
+// One graph's node by its local id: frontends key nodes by number (older) or by string (newer).
+function localNode(graph, id) {
+  const byString = graph?.getNodeById?.(id);
+  if (byString) return byString;
+  return /^-?\d+$/.test(id) ? graph?.getNodeById?.(Number(id)) ?? null : null;
+}
+
+// A node by its execution id, as the frontend resolves core's messages: "12" in the root graph,
+// "5:3" is node 3 inside the subgraph of node 5 (any depth).
+function nodeByExecutionId(root, executionId) {
+  const path = String(executionId).split(":");
+  let graph = root;
+  for (const hostId of path.slice(0, -1)) {
+    graph = localNode(graph, hostId)?.subgraph;
+    if (!graph) return null;
+  }
+  return localNode(graph, path[path.length - 1]);
+}
+
 function onLoss(event) {
   const d = event?.detail;
-  if (!d || d.node === undefined || d.node === null) return;
-  const node = app.graph?.getNodeById?.(Number(d.node)) ?? app.graph?.getNodeById?.(d.node);
+  const id = d?.display_node ?? d?.node; // the node shown for it (an expanded node is shown by its parent)
+  if (id === undefined || id === null || id === "") return;
+  const node = nodeByExecutionId(app.rootGraph ?? app.graph, id);
   if (!node || node.miKind !== TRAIN_NODE) return; // unknown or deleted node, or not ours
   const step = Number(d.step);
   const loss = Number(d.loss);
