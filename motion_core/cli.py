@@ -36,7 +36,7 @@ from .sampling import SCHEDULERS, SEED_LIMIT, AppliedMotion, SamplingConfig, sam
 from .temporal_layers import LAYER_SETS
 from .training import CHECKPOINTING_CHOICES, INVERSION_CHOICES, TrainingConfig, train_motion_embedding
 from .video_io import _CONTAINERS as VIDEO_CONTAINERS
-from .video_io import DEFAULT_FPS, read_video_frames, validate_fps, write_video
+from .video_io import read_video_frames, validate_fps, write_video
 
 logger = logging.getLogger("motion_core")
 
@@ -104,6 +104,8 @@ class Setting:
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         default = self.default
+        if isinstance(default, bool):  # bool("off") is True: a switch needs its own action, not a type
+            raise TypeError(f"{self.flag}: boolean settings need a flag action")
         kind = self.type or type(default)
         parser.add_argument(self.flag, dest=self.dest, type=kind, default=default, choices=self.choices, help=self.help)
 
@@ -211,7 +213,7 @@ def _add_sample_parser(commands: argparse._SubParsersAction) -> None:
     _add_output_arguments(sample, "video to write: " + ", ".join(sorted(VIDEO_CONTAINERS)))
     for setting in (*SAMPLING_SETTINGS, *MOTION_SETTINGS):
         setting.add_to(sample)
-    sample.add_argument("--fps", type=_fps, default=DEFAULT_FPS, help="frame rate of the written video")
+    sample.add_argument("--fps", type=_fps, default=parameter_default(write_video, "fps"), help="frame rate of the written video")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,6 +370,7 @@ def _train(args: argparse.Namespace) -> None:
         raise
     if target != args.out:
         os.replace(target, args.out)
+        logger.info("replaced %s with the finished run", args.out)
     logger.info("saved %s; time (s): %s", args.out, {k: round(v, 2) for k, v in result.timings.items()})
 
 

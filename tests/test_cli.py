@@ -5,6 +5,7 @@ real videos and real embedding files, through ``motion_core.cli.main`` (and once
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import os
 import queue
@@ -74,18 +75,22 @@ def changed(value):
     return f"{value}-changed"
 
 
+def patch_defaults(monkeypatch, function, **changes) -> None:
+    """Change the defaults of ``function``'s parameters (what editing its signature would do)."""
+    params = inspect.signature(function).parameters.values()
+    positional = [p for p in params if p.default is not p.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
+    monkeypatch.setattr(function, "__defaults__", tuple(changes.get(p.name, p.default) for p in positional))
+
+
 # ----- defaults and help -----
-def test_every_config_field_is_an_option():
-    trained = {name for owner, name in TRAIN_OPTIONS.values() if owner is TrainingConfig}
-    assert trained == {f.name for f in dataclasses.fields(TrainingConfig)} - {"prompt"}
-    sampled = {(owner, name) for owner, name in SAMPLE_OPTIONS.values()}
-    assert sampled == {(SamplingConfig, f.name) for f in dataclasses.fields(SamplingConfig) if f.name != "prompt"} | {
-        (AppliedMotion, f.name) for f in dataclasses.fields(AppliedMotion) if f.name != "embedding"
-    }
-
-
 @pytest.mark.parametrize("command, options", [("train", TRAIN_OPTIONS), ("sample", SAMPLE_OPTIONS)])
 def test_parser_defaults_are_the_dataclass_defaults(command, options, monkeypatch):
+    # every field of the configs is an option (so this test sees every shared default)
+    trained = {name for owner, name in TRAIN_OPTIONS.values() if owner is TrainingConfig}
+    assert trained == {f.name for f in dataclasses.fields(TrainingConfig)} - {"prompt"}
+    assert set(SAMPLE_OPTIONS.values()) == {(SamplingConfig, f.name) for f in dataclasses.fields(SamplingConfig) if f.name != "prompt"} | {
+        (AppliedMotion, f.name) for f in dataclasses.fields(AppliedMotion) if f.name != "embedding"
+    }
     defaults = parsed_defaults(command)
     for flag, (owner, name) in options.items():
         assert defaults[dest(flag)] == field_of(owner, name).default, flag
@@ -98,17 +103,18 @@ def test_parser_defaults_are_the_dataclass_defaults(command, options, monkeypatc
         assert defaults[dest(flag)] == field_of(owner, name).default, f"{flag} does not take its default from {owner.__name__}.{name}"
 
 
-def test_loader_defaults_come_from_the_loaders():
-    import inspect
-
+def test_loader_defaults_come_from_the_loaders(monkeypatch):
     train, sample = parsed_defaults("train"), parsed_defaults("sample")
-    loader = inspect.signature(load_video_model).parameters
-    reader = inspect.signature(read_video_frames).parameters
     for defaults in (train, sample):
-        assert (defaults["precision"], defaults["attention"]) == (loader["precision"].default, loader["attention"].default)
-    assert (train["start_frame"], train["stride"], train["resize"]) == (
-        reader["start_frame"].default, reader["frame_stride"].default, reader["resize_mode"].default)
-    assert sample["fps"] == DEFAULT_FPS
+        assert (defaults["precision"], defaults["attention"]) == ("auto", "auto")
+    assert (train["start_frame"], train["stride"], train["resize"], sample["fps"]) == (0, 1, "crop", DEFAULT_FPS)
+    patch_defaults(monkeypatch, load_video_model, precision="fp32", attention="sdpa")
+    patch_defaults(monkeypatch, read_video_frames, start_frame=3, frame_stride=2, resize_mode="pad")
+    patch_defaults(monkeypatch, write_video, fps=12.0)
+    train, sample = parsed_defaults("train"), parsed_defaults("sample")
+    for defaults in (train, sample):
+        assert (defaults["precision"], defaults["attention"]) == ("fp32", "sdpa")
+    assert (train["start_frame"], train["stride"], train["resize"], sample["fps"]) == (3, 2, "pad", 12.0)
 
 
 def test_checkpointing_and_inversion_choices():
