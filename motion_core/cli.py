@@ -112,23 +112,26 @@ class Setting:
 
 # The paper trains and samples at one size, so both commands take SamplingConfig's size and frame count.
 TRAINING_SIZE_SETTINGS: tuple[Setting, ...] = (
-    Setting("--width", SamplingConfig, "width", "training width in pixels (rounded to the model's multiple; 0 keeps the video's)"),
-    Setting("--height", SamplingConfig, "height", "training height in pixels (rounded to the model's multiple; 0 keeps the video's)"),
+    Setting("--width", SamplingConfig, "width", "training width in pixels (rounded to the model's multiple; 0: the video's)"),
+    Setting("--height", SamplingConfig, "height", "training height in pixels (rounded to the model's multiple; 0: the video's)"),
     Setting("--frames", SamplingConfig, "frames", "frames to train on, taken from --start-frame every --stride frames (0: all)"),
 )
 TRAINING_SETTINGS: tuple[Setting, ...] = (
     Setting("--steps", TrainingConfig, "steps", "optimisation steps (a resumed run continues up to this number)"),
     Setting("--lr", TrainingConfig, "learning_rate", "AdamW learning rate of the embeddings (the small demo model needs 0.1)"),
     Setting("--weight-decay", TrainingConfig, "weight_decay", "AdamW weight decay of the embeddings"),
-    Setting("--loss", TrainingConfig, "loss", "base; debiased_temporal for deforming objects; debiased_hybrid for camera motion", LOSS_NAMES),
+    Setting("--loss", TrainingConfig, "loss", "base; debiased_temporal for deforming objects; debiased_hybrid for camera motion",
+            LOSS_NAMES),
     Setting("--layers", TrainingConfig, "layer_set", "temporal layers that get embeddings", LAYER_SETS),
     Setting("--seed", TrainingConfig, "seed", "seed of the noise and timesteps of every step", type=_seed),
     Setting("--gradient-checkpointing", TrainingConfig, "gradient_checkpointing",
             "recompute activations in the backward pass (less memory, slower); auto: only when the run would not fit otherwise",
             CHECKPOINTING_CHOICES),
-    Setting("--save-every", TrainingConfig, "save_every", "also save the embedding every this many steps (0: only at the end or when stopped)"),
+    Setting("--save-every", TrainingConfig, "save_every",
+            "also save the embedding every this many steps (0: only at the end or when stopped)"),
     Setting("--inversion", TrainingConfig, "inversion",
-            "how the reference's start latent is DDIM-inverted: plain (the unpatched model) or embedded (through the trained embeddings)",
+            "how the reference's start latent is DDIM-inverted: plain (through the unpatched model) "
+            "or embedded (through the trained embeddings)",
             INVERSION_CHOICES),
     Setting("--inversion-steps", TrainingConfig, "inversion_steps", "DDIM inversion steps stored with the embedding (0: none)"),
     Setting("--lora-rank", TrainingConfig, "lora_rank", "rank of the spatial LoRA of the debiased_hybrid loss"),
@@ -228,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----- files -----
-_SPECIAL_FILES = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+)
 
 
 def check_input_file(path: Path, what: str, error: type[MotionInversionError]) -> None:
@@ -377,7 +383,8 @@ def _train(args: argparse.Namespace) -> None:
 # ----- sample -----
 def _check_video_suffix(out: Path) -> None:
     if out.suffix.lower() not in VIDEO_CONTAINERS:
-        raise InvalidSettingError(f"Unknown video file type {out.suffix!r} for --out; use one of {', '.join(sorted(VIDEO_CONTAINERS))}.")
+        kinds = ", ".join(sorted(VIDEO_CONTAINERS))
+        raise InvalidSettingError(f"Unknown video file type {out.suffix!r} for --out; use one of {kinds}.")
 
 
 def _sample(args: argparse.Namespace) -> None:

@@ -88,9 +88,9 @@ def test_parser_defaults_are_the_dataclass_defaults(command, options, monkeypatc
     # every field of the configs is an option (so this test sees every shared default)
     trained = {name for owner, name in TRAIN_OPTIONS.values() if owner is TrainingConfig}
     assert trained == {f.name for f in dataclasses.fields(TrainingConfig)} - {"prompt"}
-    assert set(SAMPLE_OPTIONS.values()) == {(SamplingConfig, f.name) for f in dataclasses.fields(SamplingConfig) if f.name != "prompt"} | {
-        (AppliedMotion, f.name) for f in dataclasses.fields(AppliedMotion) if f.name != "embedding"
-    }
+    sampled = {(SamplingConfig, f.name) for f in dataclasses.fields(SamplingConfig) if f.name != "prompt"}
+    applied = {(AppliedMotion, f.name) for f in dataclasses.fields(AppliedMotion) if f.name != "embedding"}
+    assert set(SAMPLE_OPTIONS.values()) == sampled | applied
     defaults = parsed_defaults(command)
     for flag, (owner, name) in options.items():
         assert defaults[dest(flag)] == field_of(owner, name).default, flag
@@ -100,7 +100,7 @@ def test_parser_defaults_are_the_dataclass_defaults(command, options, monkeypatc
         monkeypatch.setattr(field, "default", changed(field.default))
     defaults = parsed_defaults(command)
     for flag, (owner, name) in options.items():
-        assert defaults[dest(flag)] == field_of(owner, name).default, f"{flag} does not take its default from {owner.__name__}.{name}"
+        assert defaults[dest(flag)] == field_of(owner, name).default, f"{flag} does not follow {owner.__name__}.{name}"
 
 
 def test_loader_defaults_come_from_the_loaders(monkeypatch):
@@ -146,7 +146,8 @@ def reference_video(tmp_path, reference_clip) -> Path:
 
 def train_args(model_dir: Path, video: Path, out: Path, *extra: object, steps: int = 2) -> list[str]:
     args = ["train", "--model", model_dir, "--video", video, "--prompt", "a red square", "--out", out, "--width", "32",
-            "--height", "32", "--frames", "6", "--steps", steps, "--lr", "0.1", "--layers", "all", "--device", "cpu", *FAST, *extra]
+            "--height", "32", "--frames", "6", "--steps", steps, "--lr", "0.1", "--layers", "all", "--device", "cpu",
+            *FAST, *extra]
     return [str(a) for a in args]
 
 
@@ -181,7 +182,8 @@ def test_an_input_is_never_written_over_even_with_overwrite(tiny_model_dir, refe
     for out in (reference_video, hard_link, tmp_path / "." / reference_video.name):
         assert cli.main(train_args(tiny_model_dir, reference_video, out, "--overwrite")) == 2
         assert "is the input video" in caplog.text
-    assert cli.main(train_args(tiny_model_dir, reference_video, trained_file, "--overwrite", "--resume", trained_file, steps=3)) == 2
+    resume_into_itself = train_args(tiny_model_dir, reference_video, trained_file, "--overwrite", "--resume", trained_file)
+    assert cli.main(resume_into_itself) == 2
     assert "is the embedding to resume" in caplog.text
     assert cli.main(sample_args(tiny_model_dir, trained_file, "--embedding", trained_file, "--overwrite")) == 2
     assert "is the embedding file" in caplog.text
@@ -227,7 +229,8 @@ def test_ctrl_c_in_a_real_process_exits_130_with_one_line_and_keeps_the_embeddin
     out = tmp_path / "run.safetensors"
     stderr_path = tmp_path / "stderr.txt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "motion_core", *train_args(tiny_model_dir, reference_video, out, "--save-every", "0", steps=2000)]
+    args = train_args(tiny_model_dir, reference_video, out, "--save-every", "0", steps=2000)
+    command = [sys.executable, "-m", "motion_core", *args]
     with open(stderr_path, "w") as stderr:
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     lines: queue.Queue[str | None] = queue.Queue()

@@ -18,7 +18,8 @@ from motion_core.training import TrainingConfig, train_motion_embedding
 
 @pytest.fixture
 def trained(tiny_model, reference_clip):
-    cfg = TrainingConfig(prompt="a red square", steps=6, learning_rate=0.1, layer_set="all", inversion_steps=4, gradient_checkpointing="off")
+    cfg = TrainingConfig(prompt="a red square", steps=6, learning_rate=0.1, layer_set="all", inversion_steps=4,
+                         gradient_checkpointing="off")
     return train_motion_embedding(tiny_model, reference_clip, cfg).embedding
 
 
