@@ -30,3 +30,7 @@ class InvalidSettingError(MotionInversionError):
 
 class TrainingDivergedError(MotionInversionError):
     """Training produced a NaN or infinite loss; the last good embedding was kept."""
+
+
+class SamplingError(MotionInversionError):
+    """A generation went numerically wrong (NaN or infinite latents or frames); nothing was written."""

@@ -84,3 +84,67 @@ def check_training_fits(
             f"To fit,{hint} lower the width, height or frame count. (The estimate errs high; set "
             f"{SKIP_ENV}=1 to try anyway.)"
         )
+
+
+# ----- sampling -----
+# Feature maps of the top UNet level alive besides the skip connections (block input, a resnet's intermediate,
+# its output), and full-resolution VAE decoder maps alive during one decode chunk. Both are floors, not
+# measurements: the sampling check refuses only what cannot fit, never what might.
+SAMPLING_WORKING_MAPS = 3
+VAE_WORKING_MAPS = 2
+
+
+def _temporal_scores_elements(model: VideoModel, batch: int, frames: int, latent_height: int, latent_width: int) -> int:
+    """Largest frame-attention score tensor ``(batch*h*w, heads, frames, frames)`` the matmul kernel builds (0 otherwise)."""
+    if model.kernel != "matmul":
+        return 0
+    from .temporal_layers import find_temporal_blocks
+
+    modules = dict(model.unet.named_modules())
+    largest = 0
+    for block in find_temporal_blocks(model.unet):
+        h, w = block.grid(latent_height, latent_width)
+        heads = int(getattr(modules[block.attention_names[0]], "heads", 1))
+        largest = max(largest, batch * h * w * heads * frames * frames)
+    return largest
+
+
+def estimate_sampling_bytes(model: VideoModel, frames: int, latent_height: int, latent_width: int, guided: bool) -> int:
+    """A floor on the peak memory (bytes) of one generation, on top of the loaded model.
+
+    Counts what must exist at once: the latents ``(B, C, frames, h, w)`` in fp32 (B = 2 with guidance), the
+    UNet's skip connections and working maps at every level, the frame-attention scores when the kernel builds
+    them (the matmul kernel; scores and their softmax), and the VAE decode of one chunk of frames at full
+    resolution plus the decoded clip ``(frames, 3, H, W)`` fp32. The UNet and the VAE run one after the other,
+    so the larger of the two counts.
+    """
+    from .diffusion import VAE_CHUNK_FRAMES
+
+    batch = 2 if guided else 1
+    element = torch.finfo(model.dtype).bits // 8
+    area = latent_height * latent_width
+    unet_config = model.unet.config
+    channels = list(unet_config.block_out_channels)
+    skips = (unet_config.layers_per_block + 1) * sum(c / 4**level for level, c in enumerate(channels))
+    unet_maps = batch * frames * area * (skips + SAMPLING_WORKING_MAPS * channels[0]) * element
+    scores = 2 * _temporal_scores_elements(model, batch, frames, latent_height, latent_width) * element
+    latents = 4 * batch * model.latent_channels * frames * area * 4  # latents, model input, output, scheduler step
+    pixels = area * model.vae_scale_factor**2
+    vae_top = model.vae.config.block_out_channels[0]
+    decode = (VAE_WORKING_MAPS * min(frames, VAE_CHUNK_FRAMES) * vae_top + 2 * frames * 3) * pixels * 4  # the VAE runs in fp32
+    return int(latents + max(unet_maps + scores, decode))
+
+
+def check_sampling_fits(model: VideoModel, width: int, height: int, frames: int, guided: bool) -> None:
+    """Raise :class:`InvalidSettingError`, before any work, when a generation of this size cannot fit in memory."""
+    latent_height, latent_width = model.latent_size(width, height)
+    need = estimate_sampling_bytes(model, frames, latent_height, latent_width, guided)
+    have = available_bytes(model.device)
+    logger.debug("Sampling needs at least %.2f GiB, %.2f GiB free on %s", need / 2**30, have / 2**30, model.device)
+    if os.environ.get(SKIP_ENV, "") not in ("", "0") or need <= have:
+        return
+    raise InvalidSettingError(
+        f"Generating {frames} frames at {width}x{height} needs at least {need / 2**30:.1f} GiB but only "
+        f"{have / 2**30:.1f} GiB is free on {model.device}. Lower the width, height or frame count. "
+        f"(Set {SKIP_ENV}=1 to try anyway.)"
+    )

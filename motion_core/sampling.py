@@ -2,7 +2,9 @@
 
 The start latent is ``sqrt(p) * inverted + sqrt(1 - p) * noise`` with noise prior ``p`` when the embedding
 carries the DDIM-inverted reference latent, else pure noise. Classifier-free guidance batches the negative
-and positive prompts together; the value embedding is tiled over that batch by the processor.
+and positive prompts together; the value embedding is tiled over that batch by the processor. Strength 0 is
+the plain model (no embeddings, no inverted start). A size that cannot fit in memory is refused before any
+work, and a run whose latents or frames turn NaN or infinite ends in :class:`SamplingError`, not a black clip.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from dataclasses import dataclass
 import torch
 
 from .diffusion import decode_latents, encode_prompt
-from .embedding import MotionEmbedding, check_fits, prepare_for_sampling
-from .errors import InvalidSettingError
+from .embedding import EMBEDDING_DEFAULT_MODE, MotionEmbedding, check_fits, prepare_for_sampling, resolve_mode
+from .errors import InvalidSettingError, SamplingError
+from .memory_estimate import check_sampling_fits
 from .model_loading import VideoModel
 from .patching import build_processors, installed_processors
 from .temporal_layers import find_temporal_blocks
@@ -33,15 +36,26 @@ SCHEDULERS = {
 }
 
 PreviewCallback = Callable[[int, int, torch.Tensor], None]
+SEED_LIMIT = 2**64  # seeds are 0 .. 2**64 - 1, as ComfyUI's seed widgets offer
 
 
 @dataclass(frozen=True)
 class AppliedMotion:
-    """An embedding with the inference settings it is applied with (what ``MI_ApplyMotionEmbedding`` makes)."""
+    """An embedding with the inference settings it is applied with (what ``MI_ApplyMotionEmbedding`` makes).
+
+    Attributes:
+        strength: scales both embeddings; 0 is the plain model (the inverted start is dropped too).
+        mode: ``object`` / ``camera`` / ``raw``, or :data:`EMBEDDING_DEFAULT_MODE` for the embedding's own.
+    """
 
     embedding: MotionEmbedding
     strength: float = 1.0
-    mode: str = "object"
+    mode: str = EMBEDDING_DEFAULT_MODE
+
+    @property
+    def resolved_mode(self) -> str:
+        """The mode applied: :attr:`mode`, or the embedding's default for :data:`EMBEDDING_DEFAULT_MODE`."""
+        return resolve_mode(self.mode, self.embedding.info)
 
 
 @dataclass
@@ -64,6 +78,8 @@ class SamplingConfig:
             raise InvalidSettingError(f"Sampling steps must be at least 1, got {self.steps}.")
         if self.frames < 1:
             raise InvalidSettingError(f"Frame count must be at least 1, got {self.frames}.")
+        if not (isinstance(self.seed, int) and 0 <= self.seed < SEED_LIMIT):
+            raise InvalidSettingError(f"Seed must be a whole number from 0 to {SEED_LIMIT - 1}, got {self.seed}.")
         if self.scheduler not in SCHEDULERS:
             raise InvalidSettingError(f"Unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}.")
         if not (0.0 <= self.noise_prior <= 1.0):
@@ -89,9 +105,36 @@ def _start_latent(
     if inverted is not None and config.noise_prior > 0:
         p = config.noise_prior
         noise = math.sqrt(p) * inverted.unsqueeze(0).float().cpu() + math.sqrt(1.0 - p) * noise
-    elif config.noise_prior > 0 and inverted is None:
-        logger.info("The embedding carries no inverted latent (interrupted training?); starting from pure noise.")
     return (noise * scheduler.init_noise_sigma).to(model.device)
+
+
+def _motion_processors(
+    model: VideoModel, config: SamplingConfig, motion: AppliedMotion | None, latent_h: int, latent_w: int
+) -> tuple[dict, torch.Tensor | None]:
+    """Processors to install and the inverted start latent ``(C, F, h, w)`` (or ``None``) for ``motion``."""
+    if motion is None:
+        return build_processors(model.unet, model.kernel), None
+    embedding = motion.embedding
+    check_fits(embedding.info, model.family, find_temporal_blocks(model.unet), model.name)
+    mode = motion.resolved_mode
+    if motion.strength == 0:
+        logger.info("Motion strength 0: sampling with the plain model (no embeddings, no inverted start).")
+        return build_processors(model.unet, model.kernel), None
+    prepared = prepare_for_sampling(embedding.to(model.device), config.frames, latent_h, latent_w, mode, motion.strength)
+    processors = build_processors(model.unet, model.kernel, embedding.info.blocks, prepared.query_key, prepared.value)
+    if prepared.inverted_latent is None and config.noise_prior > 0:
+        logger.info("The embedding carries no inverted latent (interrupted training?); starting from pure noise.")
+    return processors, prepared.inverted_latent
+
+
+def _refuse_non_finite(tensor: torch.Tensor, where: str, motion: AppliedMotion | None) -> None:
+    """Raise :class:`SamplingError` naming the likely causes when ``tensor`` holds NaN or infinite values."""
+    if bool(torch.isfinite(tensor).all()):
+        return
+    causes = "an fp16 overflow (load the model in fp32 or bf16)"
+    if motion is not None and motion.strength != 0:
+        causes = f"a damaged or extreme embedding, a motion strength too high ({motion.strength:g}), or " + causes
+    raise SamplingError(f"Sampling produced NaN or infinite values {where}; nothing was written. Likely cause: {causes}.")
 
 
 @torch.no_grad()
@@ -106,29 +149,29 @@ def sample_video(
     Args:
         model: loaded model; it is patched only inside this call and restored even on Cancel or error.
         config: generation settings.
-        motion: embedding to apply, or ``None`` for the base model.
+        motion: embedding to apply, or ``None`` for the base model (strength 0 is the base model too).
         on_step: ``(step, total, predicted_clean_latent (1, C, F, h, w))`` after each step; raise to cancel.
+
+    Raises:
+        InvalidSettingError: a bad setting, or a size that cannot fit in memory (checked before any work).
+        SamplingError: the latents or the decoded frames became NaN or infinite.
     """
     config.validate(model)
+    guided = config.guidance_scale != 1.0
+    check_sampling_fits(model, config.width, config.height, config.frames, guided)
     latent_h, latent_w = model.latent_size(config.width, config.height)
     shape = (1, model.latent_channels, config.frames, latent_h, latent_w)
     scheduler = make_scheduler(model, config.scheduler)
     scheduler.set_timesteps(config.steps, device=model.device)
-    processors = build_processors(model.unet, model.kernel)
-    inverted = None
-    if motion is not None:
-        embedding = motion.embedding
-        check_fits(embedding.info, model.family, find_temporal_blocks(model.unet), model.name)
-        prepared = prepare_for_sampling(embedding.to(model.device), config.frames, latent_h, latent_w, motion.mode, motion.strength)
-        processors = build_processors(model.unet, model.kernel, embedding.info.blocks, prepared.query_key, prepared.value)
-        inverted = prepared.inverted_latent
-    guided = config.guidance_scale != 1.0
+    processors, inverted = _motion_processors(model, config, motion, latent_h, latent_w)
     positive = encode_prompt(model, config.prompt)
     text = torch.cat([encode_prompt(model, config.negative_prompt), positive]) if guided else positive
     latents = _start_latent(model, config, shape, inverted, scheduler)
     step_kwargs: dict[str, object] = {}
     if "generator" in inspect.signature(scheduler.step).parameters:
-        step_kwargs["generator"] = torch.Generator(device=model.device).manual_seed(config.seed + 1)
+        # Its own stream, distinct from the start noise's; wraps so that every seed up to 2**64 - 1 works.
+        step_kwargs["generator"] = torch.Generator(device=model.device).manual_seed((config.seed + 1) % SEED_LIMIT)
+    total = len(scheduler.timesteps)
     with model.lock, installed_processors(model.unet, processors):
         for index, timestep in enumerate(scheduler.timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
@@ -139,7 +182,10 @@ def sample_video(
                 output = uncond + config.guidance_scale * (cond - uncond)
             result = scheduler.step(output, timestep, latents, **step_kwargs)
             latents = result.prev_sample
+            _refuse_non_finite(latents, f"at step {index + 1} of {total}", motion)
             if on_step is not None:
                 clean = getattr(result, "pred_original_sample", None)
-                on_step(index + 1, len(scheduler.timesteps), latents if clean is None else clean)
-    return decode_latents(model, latents)
+                on_step(index + 1, total, latents if clean is None else clean)
+    frames = decode_latents(model, latents)
+    _refuse_non_finite(frames, "in the VAE decode", motion)
+    return frames

@@ -36,7 +36,7 @@ MAX_DECODED_FRAMES = 4096
 # 0.1 fps is one frame per 10 s (a slide show); 240 fps is the fastest phone slow-motion capture. Every
 # container written here stores such a rate exactly enough (GIF plays at most 50 fps; see animated_images).
 MIN_FPS, MAX_FPS = 0.1, 240.0
-_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".gif": "gif", ".webp": "webp"}
+VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".gif": "gif", ".webp": "webp"}
 _FIXED_POINT_ONE = 1 << 16  # display matrix entries a, b, c, d are 16.16 fixed point
 
 
@@ -329,9 +329,9 @@ def write_video(frames: torch.Tensor, path: str | Path, fps: float = DEFAULT_FPS
             work), or frames of the wrong shape.
     """
     path = Path(path)
-    container_format = _CONTAINERS.get(path.suffix.lower())
+    container_format = VIDEO_CONTAINERS.get(path.suffix.lower())
     if container_format is None:
-        raise InvalidSettingError(f"Unknown video file type {path.suffix!r}; use one of {', '.join(sorted(_CONTAINERS))}.")
+        raise InvalidSettingError(f"Unknown video file type {path.suffix!r}; use one of {', '.join(sorted(VIDEO_CONTAINERS))}.")
     fps = validate_fps(fps)
     array = _to_uint8(frames, upscale)
     if container_format in ("gif", "webp"):

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
-from motion_core.embedding import frame_difference, prepare_for_sampling, resample_frames, resample_grid
-from motion_core.errors import IncompatibleEmbeddingError, InvalidSettingError
+from motion_core.embedding import (
+    EMBEDDING_DEFAULT_MODE, MotionEmbedding, frame_difference, prepare_for_sampling, resample_frames, resample_grid,
+)
+from motion_core.errors import IncompatibleEmbeddingError, InvalidSettingError, SamplingError
+from motion_core.memory_estimate import SKIP_ENV, estimate_sampling_bytes
 from motion_core.sampling import SCHEDULERS, AppliedMotion, SamplingConfig, sample_video
 from motion_core.training import TrainingConfig, train_motion_embedding
 
 
 @pytest.fixture
 def trained(tiny_model, reference_clip):
-    cfg = TrainingConfig(prompt="a red square", steps=6, learning_rate=0.1, layer_set="all", inversion_steps=4)
+    cfg = TrainingConfig(prompt="a red square", steps=6, learning_rate=0.1, layer_set="all", inversion_steps=4,
+                         gradient_checkpointing="off")
     return train_motion_embedding(tiny_model, reference_clip, cfg).embedding
 
 
@@ -110,3 +116,74 @@ def test_embedding_from_another_architecture_is_refused(tiny_sample_model_dir, t
 def test_bad_sampling_settings(tiny_model, overrides, message):
     with pytest.raises(InvalidSettingError, match=message):
         sample_video(tiny_model, small(**overrides))
+
+
+def test_strength_zero_is_exactly_the_plain_model(tiny_model, trained):
+    assert trained.inverted_latent is not None  # what strength 0 used to keep as the start
+    for mode in ("raw", "object", EMBEDDING_DEFAULT_MODE):
+        zero = sample_video(tiny_model, small(noise_prior=0.5), AppliedMotion(trained, 0.0, mode))
+        assert torch.equal(zero, sample_video(tiny_model, small(noise_prior=0.5)))
+
+
+def test_embedding_default_mode_is_the_embeddings_own(tiny_model, reference_clip):
+    cfg = TrainingConfig(prompt="a red square", steps=2, learning_rate=0.1, layer_set="all", loss="debiased_hybrid",
+                         lora_rank=2, inversion_steps=2, gradient_checkpointing="off")
+    hybrid = train_motion_embedding(tiny_model, reference_clip, cfg).embedding
+    applied = AppliedMotion(hybrid, 1.0, EMBEDDING_DEFAULT_MODE)
+    assert AppliedMotion(hybrid).mode == EMBEDDING_DEFAULT_MODE and applied.resolved_mode == "camera"
+    default = sample_video(tiny_model, small(), applied)
+    assert torch.equal(default, sample_video(tiny_model, small(), AppliedMotion(hybrid, 1.0, "camera")))
+    assert not torch.equal(default, sample_video(tiny_model, small(), AppliedMotion(hybrid, 1.0, "object")))
+    with pytest.raises(InvalidSettingError, match="Unknown motion mode"):
+        sample_video(tiny_model, small(), AppliedMotion(hybrid, 1.0, "sideways"))
+
+
+@pytest.mark.parametrize("seed", [0, 2**63, 2**64 - 1])
+def test_every_seed_works_with_a_stochastic_scheduler(tiny_model, trained, seed):
+    a = sample_video(tiny_model, small(seed=seed, scheduler="euler_ancestral"), AppliedMotion(trained))
+    b = sample_video(tiny_model, small(seed=seed, scheduler="euler_ancestral"), AppliedMotion(trained))
+    assert torch.equal(a, b) and torch.isfinite(a).all()
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64])
+def test_seeds_outside_the_widget_range_are_refused(tiny_model, seed):
+    with pytest.raises(InvalidSettingError, match="Seed must be"):
+        sample_video(tiny_model, small(seed=seed))
+
+
+def test_non_finite_output_is_refused_not_written_black(tiny_model, trained):
+    scale = 1e30  # finite values, as the issue's damaged file held; sampling turns them into NaN
+    huge = MotionEmbedding(trained.info, {k: v * scale for k, v in trained.query_key.items()},
+                           {k: v * scale for k, v in trained.value.items()}, trained.inverted_latent)
+    steps = []
+    with pytest.raises(SamplingError, match="NaN or infinite.*at step 1 of 3.*strength") as caught:
+        sample_video(tiny_model, small(), AppliedMotion(huge, 1.0, "raw"), on_step=lambda *a: steps.append(a[0]))
+    assert "damaged or extreme embedding" in str(caught.value) and steps == []  # stopped at the first bad step
+    assert torch.isfinite(sample_video(tiny_model, small(), AppliedMotion(trained))).all()  # the model is fine after
+
+
+def test_a_size_that_cannot_fit_is_refused_before_any_work(tiny_model, monkeypatch):
+    monkeypatch.delenv(SKIP_ENV, raising=False)
+    steps = []
+    with pytest.raises(InvalidSettingError, match="100000x3200.*needs at least"):
+        sample_video(tiny_model, small(width=100000, height=3200), on_step=lambda *a: steps.append(a[0]))
+    assert steps == []
+
+
+def test_the_papers_size_passes_the_sampling_check_on_a_16_gb_gpu(tiny_model):
+    """ZeroScope (its published UNet config) at 576x320, 24 frames, fp16 with guidance: well under 16 GB less its weights."""
+    from types import SimpleNamespace
+
+    from diffusers.configuration_utils import FrozenDict
+
+    from motion_core.testing.tiny_models import ZEROSCOPE_UNET_CONFIG
+
+    zeroscope = dataclasses.replace(
+        tiny_model,
+        unet=SimpleNamespace(config=FrozenDict(ZEROSCOPE_UNET_CONFIG)),
+        vae=SimpleNamespace(config=FrozenDict(block_out_channels=[128, 256, 512, 512], scaling_factor=0.18215)),
+        device=torch.device("cuda"), dtype=torch.float16, kernel="sdpa",
+    )
+    latent_h, latent_w = zeroscope.latent_size(576, 320)
+    assert (latent_h, latent_w) == (40, 72)
+    assert estimate_sampling_bytes(zeroscope, 24, latent_h, latent_w, guided=True) < (16 - 4) * 2**30
