@@ -30,3 +30,7 @@ class InvalidSettingError(MotionInversionError):
 
 class TrainingDivergedError(MotionInversionError):
     """Training produced a NaN or infinite loss; the last good embedding was kept."""
+
+
+class EmbeddingSaveError(MotionInversionError):
+    """A trained embedding could not be written where asked; the message says where it was kept instead."""
