@@ -7,6 +7,9 @@ every temporal layer (the backward pass then runs through the whole UNet). The f
 full ZeroScope UNet in fp32 on CPU: the script prints "estimate / measured" for every case) and are rounded up
 so that the estimate stays above every measured case. They were not measured on a GPU, where attention kernels
 keep less; a user who knows better can set ``MOTION_INVERSION_SKIP_MEMORY_CHECK=1``.
+
+The VAE encode of the clip (before training, no gradients) is estimated too: it grows with the pixels of a chunk
+of frames times the VAE's first block width. The same estimate decides gradient checkpointing ``auto``.
 """
 
 from __future__ import annotations
