@@ -312,7 +312,8 @@ def _check_training_state_shapes(expected: dict[str, tuple[int, ...]], state: di
         if not _names_a_parameter(param, expected):
             raise _fail(path, f"{what} names no tensor of the embedding")
         if param.startswith("lora."):
-            if len(shape) != 2 or not all(1 <= side <= MAX_CHANNELS for side in shape) or math.prod(shape) > MAX_LORA_TENSOR_ELEMENTS:
+            sides_ok = len(shape) == 2 and all(1 <= side <= MAX_CHANNELS for side in shape)
+            if not sides_ok or math.prod(shape) > MAX_LORA_TENSOR_ELEMENTS:
                 raise _fail(path, f"{what} has an impossible LoRA shape {list(shape)}")
         elif shape != expected[param]:
             raise _fail(path, f"{what} has shape {list(shape)}, the embedding tensor has {list(expected[param])}")

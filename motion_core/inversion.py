@@ -45,7 +45,9 @@ def ddim_invert(
     timesteps = [int(t) for t in scheduler.timesteps.flip(0)]  # ascending; the last is where sampling starts
     for index, timestep in enumerate(timesteps):
         below = timestep - step_size
-        a_from = (alphas[below] if below >= 0 else torch.as_tensor(scheduler.final_alpha_cumprod)).to(sample.device, torch.float32)
+        # the sample's own noise level; below the first timestep it is clean (the scheduler's final alpha)
+        a_from = alphas[below] if below >= 0 else torch.as_tensor(scheduler.final_alpha_cumprod, dtype=torch.float32)
+        a_from = a_from.to(sample.device)
         a_to = alphas[timestep].to(sample.device)
         with autocast(model):
             output = model.unet(sample.to(model.dtype), timestep, encoder_hidden_states=text_embedding).sample

@@ -34,7 +34,7 @@ from .memory_estimate import check_training_fits, decide_gradient_checkpointing
 from .model_loading import VideoModel
 from .patching import build_processors, installed_processors
 from .spatial_lora import SpatialLoRAProcessor, spatial_attention_names
-from .temporal_layers import select_temporal_blocks
+from .temporal_layers import TemporalBlock, select_temporal_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +219,12 @@ class _Trainer:
             # Independent of the embeddings, so done first (on the unpatched model): every save then carries it.
             self.invert(on_inversion_step)
         start = time.perf_counter()
+        self._build_trainables(blocks, resume)
+        self.timings["setup"] += time.perf_counter() - start
+
+    def _build_trainables(self, blocks: list[TemporalBlock], resume: MotionEmbedding | None) -> None:
+        """fp32 embedding parameters and their processors, the hybrid loss's LoRA, AdamW and the loss scaler."""
+        model, config = self.model, self.config
         initial = resume if resume is not None else zero_embedding(self.info)
         self.query_key = {k: nn.Parameter(v.detach().to(model.device, torch.float32).clone()) for k, v in initial.query_key.items()}
         self.value = {k: nn.Parameter(v.detach().to(model.device, torch.float32).clone()) for k, v in initial.value.items()}
@@ -233,10 +239,11 @@ class _Trainer:
             groups.append({"params": [p for proc in self.lora.values() for p in proc.parameters()], "lr": config.lora_learning_rate})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
-        self.scaler = torch.amp.GradScaler(model.device.type, init_scale=GRAD_SCALER_INIT_SCALE, enabled=model.dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            model.device.type, init_scale=GRAD_SCALER_INIT_SCALE, enabled=model.dtype == torch.float16
+        )
         if resume is not None:
             self._restore_training_state(resume.training_state)
-        self.timings["setup"] += time.perf_counter() - start
 
     def invert(self, on_step: Callable[[int, int], None] | None) -> None:
         """DDIM-invert the clip's latents (empty prompt) through the model as it is patched now."""
@@ -306,7 +313,8 @@ class _Trainer:
             }
         if self.scaler.is_enabled() and "grad_scaler.scale" in state:
             scaler = self.scaler.state_dict()
-            scaler.update(scale=float(state["grad_scaler.scale"]), _growth_tracker=int(state.get("grad_scaler.growth_tracker", 0)))
+            growth = int(state.get("grad_scaler.growth_tracker", 0))
+            scaler.update(scale=float(state["grad_scaler.scale"]), _growth_tracker=growth)
             self.scaler.load_state_dict(scaler)
         if fresh:
             logger.warning("No saved optimiser state for %d trainable tensors (e.g. %s); they start fresh.", len(fresh), fresh[0])
@@ -485,7 +493,9 @@ def train_motion_embedding(
     _check_frame_shape(model, frames)
     count = frames.shape[0]
     latent_h, latent_w = model.latent_size(frames.shape[2], frames.shape[1])
-    checkpointing = decide_gradient_checkpointing(model, count, latent_h, latent_w, config.gradient_checkpointing, config.layer_set)
+    checkpointing = decide_gradient_checkpointing(
+        model, count, latent_h, latent_w, config.gradient_checkpointing, config.layer_set
+    )
     check_training_fits(model, count, latent_h, latent_w, checkpointing, config.layer_set)
     _check_frame_values(frames)
     output_path = check_output_writable(output_path) if output_path is not None else None
@@ -545,7 +555,8 @@ def evaluation_loss(model: VideoModel, frames: torch.Tensor, prompt: str, embedd
             generator = step_generator(seed, draw)
             noise = torch.randn(latents.shape, generator=generator).to(model.device)
             timestep = torch.randint(0, model.scheduler.config.num_train_timesteps, (1,), generator=generator).to(model.device)
+            noisy = add_noise(model.scheduler, latents, noise, timestep)
             with autocast(model):
-                prediction = model.unet(add_noise(model.scheduler, latents, noise, timestep).to(model.dtype), timestep, encoder_hidden_states=text).sample
+                prediction = model.unet(noisy.to(model.dtype), timestep, encoder_hidden_states=text).sample
             total += float(base_loss(prediction, training_target(model.scheduler, latents, noise, timestep)))
     return total / draws

@@ -85,7 +85,8 @@ def test_fp16_resume_restores_the_loss_scale(tiny_model_dir, reference_clip, mon
     first = train_motion_embedding(model, reference_clip, config(steps=3, inversion_steps=0))
     assert float(first.embedding.training_state["grad_scaler.scale"]) < 2.0**30
     resumed = train_motion_embedding(model, reference_clip, config(steps=12, inversion_steps=0), resume=first.embedding)
-    assert float(resumed.embedding.training_state["grad_scaler.scale"]) == float(full.embedding.training_state["grad_scaler.scale"])
+    scale = resumed.embedding.training_state["grad_scaler.scale"]
+    assert float(scale) == float(full.embedding.training_state["grad_scaler.scale"])
     assert resumed.losses == pytest.approx(full.losses[3:], rel=1e-3)
 
 

@@ -201,7 +201,8 @@ def test_inversion_reads_every_prediction_type_alike(tiny_model, reference_clip,
     text = encode_prompt(tiny_model, "")
     scheduler = DDIMScheduler.from_config(tiny_model.scheduler.config, prediction_type=kind)
     other = replace(tiny_model, unet=_Reparametrised(tiny_model.unet, scheduler.alphas_cumprod, kind), scheduler=scheduler)
-    torch.testing.assert_close(ddim_invert(other, latents, text, 10), ddim_invert(tiny_model, latents, text, 10), rtol=1e-4, atol=1e-4)
+    expected = ddim_invert(tiny_model, latents, text, 10)
+    torch.testing.assert_close(ddim_invert(other, latents, text, 10), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("loss", ["base", "debiased_hybrid"])
@@ -251,6 +252,10 @@ def test_resume_without_training_state_says_the_moments_start_fresh(tiny_model, 
     assert "AdamW moments start fresh" in caplog.text
 
 
+def _edit_squares(tensors, change):
+    return {k: (change(v) if k.startswith("training_state.exp_avg_sq.") else v) for k, v in tensors.items()}
+
+
 def _interrupted_file(model, frames, path):
     with pytest.raises(KeyboardInterrupt):
         train_motion_embedding(model, frames, config(steps=4, inversion_steps=0, layer_set="paper"), path, on_step=stop_at(2))
@@ -264,8 +269,8 @@ def _interrupted_file(model, frames, path):
         (lambda t: {**t, "training_state.exp_avg.value.nowhere": torch.zeros(1)}, "names no tensor"),
         (lambda t: {**t, "training_state.momentum.x": torch.zeros(1)}, "not part of the training state"),
         (lambda t: {k: (v[:1] if k.startswith("training_state.exp_avg.value.") else v) for k, v in t.items()}, "has shape"),
-        (lambda t: {k: (torch.full_like(v, float("inf")) if k.startswith("training_state.exp_avg_sq.") else v) for k, v in t.items()}, "NaN or infinite"),
-        (lambda t: {k: (-torch.ones_like(v) if k.startswith("training_state.exp_avg_sq.") else v) for k, v in t.items()}, "negative"),
+        (lambda t: _edit_squares(t, lambda v: torch.full_like(v, float("inf"))), "NaN or infinite"),
+        (lambda t: _edit_squares(t, lambda v: -torch.ones_like(v)), "negative"),
         (lambda t: {**t, "training_state.step": torch.tensor(2.5, dtype=torch.float64)}, "out of range"),
         (lambda t: {**t, "training_state.step": torch.zeros(3)}, "single number"),
         (lambda t: {**t, "training_state.exp_avg.lora.a.q.down.weight": torch.zeros(2, 2, 2)}, "LoRA shape"),
