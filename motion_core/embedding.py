@@ -62,7 +62,9 @@ class MotionEmbedding:
 
     ``training_state`` holds what an unfinished run needs to continue exactly (optimiser moments, the hybrid
     loss's LoRA weights, the step): keys ``"step"`` (0-d), ``"exp_avg.<param>"``, ``"exp_avg_sq.<param>"``,
-    ``"param.<param>"`` where ``<param>`` is ``query_key.<block>``, ``value.<attention>`` or ``lora.<...>``.
+    ``"param.<param>"`` where ``<param>`` is ``query_key.<block>``, ``value.<attention>`` or ``lora.<...>``;
+    ``"step.<param>"`` (0-d: AdamW's own update count of that tensor; the LoRA skips its masked steps) and, for
+    fp16 training, ``"grad_scaler.scale"`` and ``"grad_scaler.growth_tracker"`` (0-d).
     It is saved inside the embedding file while a run is unfinished (periodic and interrupted saves) and
     dropped from the file of a finished run, so it travels with the embedding and no side file is left behind.
     """

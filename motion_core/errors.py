@@ -34,3 +34,7 @@ class TrainingDivergedError(MotionInversionError):
 
 class SamplingError(MotionInversionError):
     """A generation went numerically wrong (NaN or infinite latents or frames); nothing was written."""
+
+
+class EmbeddingSaveError(MotionInversionError):
+    """A trained embedding could not be written where asked; the message says where it was kept instead."""

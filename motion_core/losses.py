@@ -20,15 +20,13 @@ def base_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(prediction.float(), target.float())
 
 
-def debiased_temporal_loss(prediction: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """MSE plus an MSE on frames taken relative to a random anchor frame ``r``.
+def debiased_temporal_loss(prediction: torch.Tensor, target: torch.Tensor, anchor: int) -> torch.Tensor:
+    """MSE plus an MSE on frames taken relative to the anchor frame ``anchor`` (drawn at random per step).
 
     ``MSE(p, t) + MSE(a p - b p[:, :, r], a t - b t[:, :, r])``: subtracting the anchor removes what is shared
     by all frames (appearance), so the second term weighs what changes between frames (motion).
     """
     prediction, target = prediction.float(), target.float()
-    frames = prediction.shape[2]
-    anchor = int(torch.randint(0, frames, (1,), generator=generator).item())
     pred_rel = SCALED_WEIGHT * prediction - ANCHOR_WEIGHT * prediction[:, :, anchor : anchor + 1]
     target_rel = SCALED_WEIGHT * target - ANCHOR_WEIGHT * target[:, :, anchor : anchor + 1]
     return F.mse_loss(prediction, target) + F.mse_loss(pred_rel, target_rel)

@@ -7,6 +7,9 @@ every temporal layer (the backward pass then runs through the whole UNet). The f
 full ZeroScope UNet in fp32 on CPU: the script prints "estimate / measured" for every case) and are rounded up
 so that the estimate stays above every measured case. They were not measured on a GPU, where attention kernels
 keep less; a user who knows better can set ``MOTION_INVERSION_SKIP_MEMORY_CHECK=1``.
+
+The VAE encode of the clip (before training, no gradients) is estimated too: it grows with the pixels of a chunk
+of frames times the VAE's first block width. The same estimate decides gradient checkpointing ``auto``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 
 import torch
 
+from .diffusion import VAE_CHUNK_FRAMES
 from .errors import InvalidSettingError
 from .model_loading import VideoModel
 
@@ -29,6 +33,9 @@ CPU_AREA_GROWTH = 6000.0
 LAYER_SET_FACTOR = {"paper": 1.0, "paper+640": 1.0, "all": 1.3}
 SKIP_ENV = "MOTION_INVERSION_SKIP_MEMORY_CHECK"
 SAFETY_FRACTION = 0.9
+# VAE encode (no gradients, fp32, VAE_CHUNK_FRAMES frames at a time): peak per element of the top level's
+# activations (frames x pixels x first block width); measured 4.2 on the toy-world VAE at 256 and 512 px, rounded up.
+VAE_ACTIVATIONS_PER_ELEMENT = 6.0
 
 
 def estimate_training_bytes(
@@ -65,24 +72,80 @@ def available_bytes(device: torch.device) -> int:
     return int(pages * os.sysconf("SC_PAGE_SIZE")) if pages else 1 << 62
 
 
+def estimate_vae_encode_bytes(model: VideoModel, frames: int, height: int, width: int) -> int:
+    """Rough peak memory (bytes) of encoding ``frames`` frames of ``height`` x ``width`` pixels with the VAE."""
+    chunk = min(frames, VAE_CHUNK_FRAMES)
+    top_width = model.vae.config.block_out_channels[0]
+    element = 4  # the VAE runs in fp32
+    return int(VAE_ACTIVATIONS_PER_ELEMENT * chunk * height * width * top_width * element)
+
+
+def _free_bytes(model: VideoModel, available: int | None) -> int:
+    return available_bytes(model.device) if available is None else int(available)
+
+
+def decide_gradient_checkpointing(
+    model: VideoModel,
+    frames: int,
+    latent_height: int,
+    latent_width: int,
+    setting: str,
+    layer_set: str = "all",
+    available: int | None = None,
+) -> bool:
+    """Resolve ``setting`` (``auto`` / ``on`` / ``off``) to whether gradient checkpointing is used.
+
+    ``auto`` turns it on only when the run without it would not fit in the free memory (``available`` bytes,
+    or what :func:`available_bytes` reports): checkpointing costs an extra forward pass, not quality.
+    """
+    if setting != "auto":
+        return setting == "on"
+    need = estimate_training_bytes(model, frames, latent_height, latent_width, False, layer_set)
+    have = _free_bytes(model, available)
+    enabled = need > SAFETY_FRACTION * have
+    logger.info(
+        "Gradient checkpointing auto: %s (training without it needs about %.2f GiB, %.2f GiB free on %s)",
+        "on" if enabled else "off", need / 2**30, have / 2**30, model.device,
+    )
+    return enabled
+
+
 def check_training_fits(
-    model: VideoModel, frames: int, latent_height: int, latent_width: int, checkpointing: bool, layer_set: str = "all"
+    model: VideoModel,
+    frames: int,
+    latent_height: int,
+    latent_width: int,
+    checkpointing: bool,
+    layer_set: str = "all",
+    available: int | None = None,
 ) -> None:
-    """Raise :class:`InvalidSettingError` when the estimate exceeds the free memory, with what to change."""
-    need = estimate_training_bytes(model, frames, latent_height, latent_width, checkpointing, layer_set)
-    have = available_bytes(model.device)
-    logger.info("Estimated training memory %.2f GiB, %.2f GiB free on %s", need / 2**30, have / 2**30, model.device)
+    """Raise :class:`InvalidSettingError` when the VAE encode or a training step would not fit in free memory.
+
+    ``available``: free bytes to compare with (default: :func:`available_bytes` of the model's device).
+    """
+    height, width = latent_height * model.vae_scale_factor, latent_width * model.vae_scale_factor
+    training = estimate_training_bytes(model, frames, latent_height, latent_width, checkpointing, layer_set)
+    encode = estimate_vae_encode_bytes(model, frames, height, width)
+    need = max(training, encode)
+    have = _free_bytes(model, available)
+    logger.info(
+        "Estimated memory: VAE encode %.2f GiB, training %.2f GiB; %.2f GiB free on %s",
+        encode / 2**30, training / 2**30, have / 2**30, model.device,
+    )
     if os.environ.get(SKIP_ENV, "") not in ("", "0"):
         return
     if need > SAFETY_FRACTION * have:
-        hint = "" if checkpointing else " turn gradient checkpointing on, or"
-        if layer_set == "all":
-            hint += " use the paper layer set, or"
+        if encode > training:
+            what, hint = f"Encoding {frames} frames at {width}x{height} with the VAE", ""
+        else:
+            what = f"Training {frames} frames at {width}x{height}"
+            hint = "" if checkpointing else " turn gradient checkpointing on, or"
+            if layer_set == "all":
+                hint += " use the paper layer set, or"
         raise InvalidSettingError(
-            f"Training {frames} frames at {latent_width * model.vae_scale_factor}x{latent_height * model.vae_scale_factor} "
-            f"needs about {need / 2**30:.1f} GiB but only {have / 2**30:.1f} GiB is free on {model.device}. "
-            f"To fit,{hint} lower the width, height or frame count. (The estimate errs high; set "
-            f"{SKIP_ENV}=1 to try anyway.)"
+            f"{what} needs about {need / 2**30:.1f} GiB but only {have / 2**30:.1f} GiB is free on {model.device}. "
+            f"To fit,{hint} lower the width, height or frame count. (The estimate errs high; set {SKIP_ENV}=1 to "
+            "try anyway.)"
         )
 
 

@@ -129,11 +129,14 @@ def architecture_hash(unet_config: dict[str, Any]) -> str:
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """fp32 on CPU for ``auto`` (half precision is slow there), fp16 on CUDA."""
+    """The dtype for ``precision``; ``auto`` is fp32 off CUDA (half precision is slow on CPU), and on CUDA bf16
+    where the GPU computes it natively (its range needs no loss scaling), else fp16."""
     if precision not in PRECISION_CHOICES:
         raise InvalidSettingError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}.")
     if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 

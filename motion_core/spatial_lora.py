@@ -7,13 +7,18 @@ from single frames, so the motion embeddings are left with motion. The LoRA is d
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import AttentionKernel, attend
 
 
 class LowRankDelta(nn.Module):
-    """``x -> up(down(x))`` with ``up`` zero-initialised (the delta starts at zero)."""
+    """``x -> up(down(x))`` with ``up`` zero-initialised (the delta starts at zero).
+
+    ``forward(x, frozen=True)`` computes the same delta with detached weights: gradient still flows to ``x``
+    but none reaches the LoRA weights.
+    """
 
     def __init__(self, in_features: int, out_features: int, rank: int) -> None:
         super().__init__()
@@ -22,8 +27,12 @@ class LowRankDelta(nn.Module):
         nn.init.normal_(self.down.weight, std=1.0 / rank)
         nn.init.zeros_(self.up.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(self.down(x.to(self.down.weight.dtype))).to(x.dtype)
+    def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """``x``: ``(..., in_features)`` -> ``(..., out_features)`` in ``x``'s dtype."""
+        down, up = self.down.weight, self.up.weight
+        if frozen:
+            down, up = down.detach(), up.detach()
+        return F.linear(F.linear(x.to(down.dtype), down), up).to(x.dtype)
 
 
 class SpatialLoRAProcessor(nn.Module):
@@ -34,13 +43,16 @@ class SpatialLoRAProcessor(nn.Module):
         rank: LoRA rank.
         kernel: attention kernel.
 
-    ``enabled = False`` turns it into the plain attention (the hybrid loss does that on 20 % of steps).
+    ``enabled = False`` turns it into the plain attention (the hybrid loss does that on 20 % of steps);
+    ``frozen = True`` keeps the deltas in the forward pass but gives the LoRA weights no gradient (the hybrid
+    loss's temporal pass: the LoRA learns from the single-frame loss only).
     """
 
     def __init__(self, attn: nn.Module, rank: int, kernel: AttentionKernel = "sdpa") -> None:
         super().__init__()
         self.kernel: AttentionKernel = kernel
         self.enabled = True
+        self.frozen = False
         self.q = LowRankDelta(attn.to_q.in_features, attn.to_q.out_features, rank)
         self.k = LowRankDelta(attn.to_k.in_features, attn.to_k.out_features, rank)
         self.v = LowRankDelta(attn.to_v.in_features, attn.to_v.out_features, rank)
@@ -61,13 +73,13 @@ class SpatialLoRAProcessor(nn.Module):
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
         if self.enabled:
-            query = query + self.q(hidden_states)
-            key = key + self.k(context)
-            value = value + self.v(context)
+            query = query + self.q(hidden_states, self.frozen)
+            key = key + self.k(context, self.frozen)
+            value = value + self.v(context, self.frozen)
         out = attend(query, key, value, attn.heads, self.kernel).to(query.dtype)
         projected = attn.to_out[0](out)
         if self.enabled:
-            projected = projected + self.out(out)
+            projected = projected + self.out(out, self.frozen)
         out = attn.to_out[1](projected)
         if attn.residual_connection:
             out = out + hidden_states

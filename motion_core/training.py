@@ -3,8 +3,12 @@
 Per step: fresh Gaussian noise and a uniform timestep (both drawn from a generator seeded by
 ``(seed, step)``, so a resumed run draws exactly what an uninterrupted one would), the scheduler's noising,
 one UNet forward/backward, AdamW on the embeddings only. Latents and the prompt embedding are computed once.
+A half-precision model runs under autocast (fp16 also with a loss scaler); the embeddings stay fp32.
+
 Whatever stops the loop (Cancel, an error, a NaN loss) the embedding trained so far is saved first when an
-output path is given, and the model is restored.
+output path is given. Periodic and early saves carry the optimiser state inside the embedding file
+(``training_state.*`` tensors) so that resuming from them continues exactly; the file of a finished run holds
+no optimiser state. The model is restored in every case.
 """
 
 from __future__ import annotations
@@ -17,23 +21,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .atomic_io import atomic_output_path
 from .checkpointing import gradient_checkpointing
-from .diffusion import add_noise, encode_frames, encode_prompt, training_target
+from .diffusion import add_noise, autocast, encode_frames, encode_prompt, training_target
 from .embedding import EmbeddingInfo, MotionEmbedding, check_fits, zero_embedding
-from .embedding_file import save_embedding
-from .errors import InvalidSettingError, TrainingDivergedError
+from .embedding_file import check_output_writable, save_embedding_or_rescue
+from .errors import EmbeddingSaveError, InvalidSettingError, TrainingDivergedError
 from .inversion import ddim_invert
 from .losses import base_loss, check_loss_name, debiased_temporal_loss
-from .memory_estimate import check_training_fits
+from .memory_estimate import check_training_fits, decide_gradient_checkpointing
 from .model_loading import VideoModel
 from .patching import build_processors, installed_processors
 from .spatial_lora import SpatialLoRAProcessor, spatial_attention_names
-from .temporal_layers import select_temporal_blocks
+from .temporal_layers import TemporalBlock, select_temporal_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ CHECKPOINTING_CHOICES: tuple[str, ...] = ("auto", "on", "off")
 # Where the reference's DDIM inversion (the start latent stored with the embedding) is computed:
 # "plain" through the unpatched model (as the reference code does), "embedded" through the trained raw embeddings.
 INVERSION_CHOICES: tuple[str, ...] = ("plain", "embedded")
+GRAD_SCALER_INIT_SCALE = 2.0**16  # torch's default starting loss scale (fp16 only)
 
 
 @dataclass
@@ -106,7 +108,11 @@ class TrainingConfig:
 
 @dataclass
 class TrainingResult:
-    """What a finished run returns: the embedding, the loss of every step, and where the time went (s)."""
+    """What a finished run returns: the embedding, the loss of every step, and where the time went (s).
+
+    ``embedding.training_state`` holds the optimiser state in memory (so that training it further continues
+    exactly), although the file written at ``path`` does not.
+    """
 
     embedding: MotionEmbedding
     losses: list[float]
@@ -114,9 +120,23 @@ class TrainingResult:
     path: Path | None = None
 
 
-def resume_state_path(embedding_path: str | Path) -> Path:
-    """Side file with optimiser moments that makes a resumed run identical to an uninterrupted one."""
-    return Path(embedding_path).with_suffix(".resume")
+@dataclass
+class StepDraws:
+    """The random draws of one step, all from :func:`step_generator` in a fixed order.
+
+    Attributes:
+        noise: ``(1, C, F, h, w)``; timestep: ``(1,)``.
+        lora_on: whether the hybrid loss's spatial LoRA is on this step.
+        anchor: anchor frame of the debiased temporal loss.
+        spatial_frame, spatial_noise: frame and ``(1, C, 1, h, w)`` noise of the hybrid loss's single-frame pass.
+    """
+
+    noise: torch.Tensor
+    timestep: torch.Tensor
+    lora_on: bool
+    anchor: int
+    spatial_frame: int
+    spatial_noise: torch.Tensor
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -124,7 +144,7 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed((seed * 1_000_003 + step) % (2**63))
 
 
-def _check_frames(model: VideoModel, frames: torch.Tensor) -> None:
+def _check_frame_shape(model: VideoModel, frames: torch.Tensor) -> None:
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise InvalidSettingError(f"Training frames must be (frames, height, width, 3), got {tuple(frames.shape)}.")
     count, height, width, _ = frames.shape
@@ -133,7 +153,11 @@ def _check_frames(model: VideoModel, frames: torch.Tensor) -> None:
     multiple = model.size_multiple
     if height % multiple or width % multiple:
         raise InvalidSettingError(f"Training size {width}x{height} must be a multiple of {multiple} for {model.name}; resize the frames first.")
-    if not torch.isfinite(frames).all():
+
+
+def _check_frame_values(frames: torch.Tensor) -> None:
+    """Refuse NaN or infinite pixels (one frame at a time: no full-size temporary)."""
+    if not all(bool(torch.isfinite(frame).all()) for frame in frames):
         raise InvalidSettingError("Training frames contain NaN or infinite values.")
 
 
@@ -148,9 +172,12 @@ class _Trainer:
         self.losses: list[float] = []
         self.timings: dict[str, float] = {}
         self.completed_steps = 0
+        self.inverted_latent: torch.Tensor | None = None
+        self.skipped_steps = 0
 
     # ----- setup -----
-    def setup(self, resume: MotionEmbedding | None) -> None:
+    def setup(self, resume: MotionEmbedding | None, on_inversion_step: Callable[[int, int], None] | None = None) -> None:
+        """Encode the clip and prompt, run the plain-model inversion, build the trainables and the optimiser."""
         start = time.perf_counter()
         model, config = self.model, self.config
         count, height, width, _ = self.frames.shape
@@ -180,8 +207,24 @@ class _Trainer:
             loss=config.loss,
             prompt=config.prompt,
             default_mode="camera" if config.loss == "debiased_hybrid" else "object",
-            extra={"learning_rate": config.learning_rate, "layer_set": config.layer_set, "seed": config.seed},
+            extra={
+                "learning_rate": config.learning_rate,
+                "layer_set": config.layer_set,
+                "seed": config.seed,
+                "inversion": config.inversion if config.inversion_steps else "none",
+            },
         )
+        self.timings["setup"] = time.perf_counter() - start
+        if config.inversion == "plain" and config.inversion_steps:
+            # Independent of the embeddings, so done first (on the unpatched model): every save then carries it.
+            self.invert(on_inversion_step)
+        start = time.perf_counter()
+        self._build_trainables(blocks, resume)
+        self.timings["setup"] += time.perf_counter() - start
+
+    def _build_trainables(self, blocks: list[TemporalBlock], resume: MotionEmbedding | None) -> None:
+        """fp32 embedding parameters and their processors, the hybrid loss's LoRA, AdamW and the loss scaler."""
+        model, config = self.model, self.config
         initial = resume if resume is not None else zero_embedding(self.info)
         self.query_key = {k: nn.Parameter(v.detach().to(model.device, torch.float32).clone()) for k, v in initial.query_key.items()}
         self.value = {k: nn.Parameter(v.detach().to(model.device, torch.float32).clone()) for k, v in initial.value.items()}
@@ -195,9 +238,19 @@ class _Trainer:
                 self.lora[name] = SpatialLoRAProcessor(modules[name], config.lora_rank, model.kernel).to(model.device)
             groups.append({"params": [p for proc in self.lora.values() for p in proc.parameters()], "lr": config.lora_learning_rate})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler(
+            model.device.type, init_scale=GRAD_SCALER_INIT_SCALE, enabled=model.dtype == torch.float16
+        )
         if resume is not None:
-            self._load_resume_state()
-        self.timings["setup"] = time.perf_counter() - start
+            self._restore_training_state(resume.training_state)
+
+    def invert(self, on_step: Callable[[int, int], None] | None) -> None:
+        """DDIM-invert the clip's latents (empty prompt) through the model as it is patched now."""
+        start = time.perf_counter()
+        empty = encode_prompt(self.model, "")
+        self.inverted_latent = ddim_invert(self.model, self.latents, empty, self.config.inversion_steps, on_step)[0].cpu()
+        self.timings["inversion"] = time.perf_counter() - start
 
     def _named_trainables(self) -> dict[str, torch.Tensor]:
         named = {f"query_key.{k}": p for k, p in self.query_key.items()}
@@ -206,104 +259,166 @@ class _Trainer:
             named.update({f"lora.{name}.{k}": p for k, p in proc.named_parameters()})
         return named
 
-    def _load_resume_state(self) -> None:
-        if self.output_path is None or not resume_state_path(self.output_path).is_file():
-            logger.info("No optimiser state saved beside the embedding; resuming with fresh AdamW moments.")
-            return
-        path = resume_state_path(self.output_path)
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            logger.warning("Ignoring unreadable resume state %s (%s); resuming with fresh AdamW moments.", path, exc)
-            return
-        if int(state.get("meta.step", torch.tensor(-1)).item()) != self.completed_steps:
-            logger.warning("Resume state %s is from another step; resuming with fresh AdamW moments.", path)
-            return
-        for name, param in self._named_trainables().items():
-            if name.startswith("lora.") and f"param.{name}" in state:
-                param.data.copy_(state[f"param.{name}"])
-            if f"exp_avg.{name}" in state:
-                self.optimizer.state[param] = {
-                    "step": torch.tensor(float(self.completed_steps)),
-                    "exp_avg": state[f"exp_avg.{name}"].to(param.device),
-                    "exp_avg_sq": state[f"exp_avg_sq.{name}"].to(param.device),
-                }
-        logger.info("Resumed optimiser state from %s at step %d", path, self.completed_steps)
-
-    # ----- saving -----
-    def snapshot(self, **extra: object) -> MotionEmbedding:
-        info = replace(self.info, steps=self.completed_steps, extra={**self.info.extra, **extra})
-        return MotionEmbedding(
-            info,
-            {k: p.detach().clone() for k, p in self.query_key.items()},
-            {k: p.detach().clone() for k, p in self.value.items()},
-        )
-
-    def save_progress(self, **extra: object) -> None:
-        if self.output_path is None:
-            return
-        save_embedding(self.snapshot(**extra), self.output_path)
-        state: dict[str, torch.Tensor] = {"meta.step": torch.tensor(self.completed_steps)}
+    # ----- training state (see MotionEmbedding.training_state) -----
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """What continuing this run exactly needs: AdamW's state per trainable, the LoRA, the loss scaler."""
+        state = {"step": torch.tensor(float(self.completed_steps), dtype=torch.float64)}
         for name, param in self._named_trainables().items():
             moments = self.optimizer.state.get(param)
             if moments:
-                state[f"exp_avg.{name}"] = moments["exp_avg"].detach().cpu().contiguous()
-                state[f"exp_avg_sq.{name}"] = moments["exp_avg_sq"].detach().cpu().contiguous()
+                state[f"step.{name}"] = torch.tensor(float(moments["step"]), dtype=torch.float64)
+                state[f"exp_avg.{name}"] = moments["exp_avg"].detach().cpu().clone()
+                state[f"exp_avg_sq.{name}"] = moments["exp_avg_sq"].detach().cpu().clone()
             if name.startswith("lora."):
-                state[f"param.{name}"] = param.detach().cpu().contiguous()
-        with atomic_output_path(resume_state_path(self.output_path)) as tmp:
-            save_file(state, str(tmp))
+                state[f"param.{name}"] = param.detach().cpu().clone()
+        if self.scaler.is_enabled():
+            scaler = self.scaler.state_dict()
+            state["grad_scaler.scale"] = torch.tensor(float(scaler["scale"]), dtype=torch.float64)
+            state["grad_scaler.growth_tracker"] = torch.tensor(float(scaler["_growth_tracker"]), dtype=torch.float64)
+        return state
+
+    def _restore_training_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Put a resumed embedding's optimiser state back, or say clearly why the moments start fresh."""
+        if not state:
+            logger.warning(
+                "The embedding to resume carries no optimiser state (it is a finished run's file or from an older "
+                "version); AdamW moments start fresh, so the result will differ a little from an uninterrupted run."
+            )
+            return
+        saved_step = state.get("step")
+        if saved_step is None or int(saved_step) != self.completed_steps:
+            logger.warning(
+                "The optimiser state in the embedding to resume is from step %s, the embedding from step %d; "
+                "AdamW moments start fresh.", None if saved_step is None else int(saved_step), self.completed_steps,
+            )
+            return
+        fresh: list[str] = []
+        for name, param in self._named_trainables().items():
+            saved = state.get(f"param.{name}")
+            if name.startswith("lora."):
+                if saved is None or saved.shape != param.shape:
+                    fresh.append(name)
+                    continue
+                with torch.no_grad():
+                    param.copy_(saved)
+            exp_avg, exp_avg_sq = state.get(f"exp_avg.{name}"), state.get(f"exp_avg_sq.{name}")
+            if exp_avg is None or exp_avg_sq is None or exp_avg.shape != param.shape or exp_avg_sq.shape != param.shape:
+                fresh.append(name)
+                continue
+            updates = state.get(f"step.{name}", saved_step)
+            self.optimizer.state[param] = {
+                "step": torch.tensor(float(updates)),
+                "exp_avg": exp_avg.to(param.device, torch.float32).clone(),  # clones: AdamW updates them in place
+                "exp_avg_sq": exp_avg_sq.to(param.device, torch.float32).clone(),
+            }
+        if self.scaler.is_enabled() and "grad_scaler.scale" in state:
+            scaler = self.scaler.state_dict()
+            growth = int(state.get("grad_scaler.growth_tracker", 0))
+            scaler.update(scale=float(state["grad_scaler.scale"]), _growth_tracker=growth)
+            self.scaler.load_state_dict(scaler)
+        if fresh:
+            logger.warning("No saved optimiser state for %d trainable tensors (e.g. %s); they start fresh.", len(fresh), fresh[0])
+        logger.info("Resumed the optimiser state at step %d", self.completed_steps)
+
+    # ----- saving -----
+    def snapshot(self, with_training_state: bool, **extra: object) -> MotionEmbedding:
+        """The embedding as trained so far (on the CPU), with the inverted latent when computed."""
+        info = replace(self.info, steps=self.completed_steps, extra={**self.info.extra, **extra})
+        return MotionEmbedding(
+            info,
+            {k: p.detach().cpu().clone() for k, p in self.query_key.items()},
+            {k: p.detach().cpu().clone() for k, p in self.value.items()},
+            self.inverted_latent,
+            self.training_state() if with_training_state else {},
+        )
+
+    def save_progress(self, **extra: object) -> None:
+        """Save an unfinished run (periodic or stopped early) with its training state, if there is an output path."""
+        if self.output_path is not None:
+            save_embedding_or_rescue(self.snapshot(True, **extra), self.output_path)
 
     # ----- one step -----
-    def forward_backward(self, step: int) -> float:
-        """Compute the step's loss and its gradients; returns the loss value.
+    def draws(self, step: int) -> StepDraws:
+        """The step's random draws (the same for a resumed run as for an uninterrupted one)."""
+        generator = step_generator(self.config.seed, step)
+        shape = self.latents.shape
+        noise = torch.randn(shape, generator=generator)
+        timestep = torch.randint(0, self.model.scheduler.config.num_train_timesteps, (1,), generator=generator)
+        lora_on = bool(torch.rand((), generator=generator).item() >= self.config.lora_off_probability)
+        anchor = int(torch.randint(0, shape[2], (1,), generator=generator).item())
+        spatial_frame = int(torch.randint(0, shape[2], (1,), generator=generator).item())
+        spatial_noise = torch.randn((shape[0], shape[1], 1, *shape[3:]), generator=generator)
+        device = self.model.device
+        return StepDraws(noise.to(device), timestep.to(device), lora_on, anchor, spatial_frame, spatial_noise.to(device))
 
-        Each pass is backpropagated while its switches (LoRA on/off, embeddings on/off) are still set, because
-        gradient checkpointing re-runs the forward during the backward pass.
+    def forward_backward(self, step: int) -> float:
+        """Compute the step's losses and their gradients; returns the (temporal) loss of the step.
+
+        With the hybrid loss, the spatial LoRA learns only from a single-frame pass, which runs on the steps
+        where the LoRA is on; a non-finite single-frame loss is returned instead so that training stops.
         """
-        model, config = self.model, self.config
-        generator = step_generator(config.seed, step)
-        noise = torch.randn(self.latents.shape, generator=generator).to(model.device)
-        timestep = torch.randint(0, model.scheduler.config.num_train_timesteps, (1,), generator=generator).to(model.device)
-        noisy = add_noise(model.scheduler, self.latents, noise, timestep)
-        target = training_target(model.scheduler, self.latents, noise, timestep)
-        lora_on = bool(torch.rand((), generator=generator).item() >= config.lora_off_probability)
-        for proc in self.lora.values():
-            proc.enabled = lora_on
-        prediction = model.unet(noisy.to(model.dtype), timestep, encoder_hidden_states=self.text).sample
-        if config.loss == "base":
-            loss = base_loss(prediction, target)
-        else:
-            loss = debiased_temporal_loss(prediction, target, generator)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            return value
-        loss.backward()
-        if config.loss == "debiased_hybrid":
-            value += self._spatial_forward_backward(generator, timestep)
+        draws = self.draws(step)
+        value = self.temporal_forward_backward(draws)
+        if self.lora and draws.lora_on and math.isfinite(value):
+            spatial = self.spatial_forward_backward(draws)
+            if not math.isfinite(spatial):
+                return spatial
         return value
 
-    def _spatial_forward_backward(self, generator: torch.Generator, timestep: torch.Tensor) -> float:
+    def temporal_forward_backward(self, draws: StepDraws) -> float:
+        """The motion loss on the whole clip: gradients for the embeddings only.
+
+        The hybrid LoRA takes part in the forward pass on its steps but gets no gradient from it. Switches stay
+        set through the backward pass, because gradient checkpointing re-runs the forward there.
+        """
+        model, config = self.model, self.config
+        noisy = add_noise(model.scheduler, self.latents, draws.noise, draws.timestep)
+        target = training_target(model.scheduler, self.latents, draws.noise, draws.timestep)
+        for proc in self.lora.values():
+            proc.enabled, proc.frozen = draws.lora_on, True
+        try:
+            with autocast(model):
+                prediction = model.unet(noisy.to(model.dtype), draws.timestep, encoder_hidden_states=self.text).sample
+            if config.loss == "base":
+                loss = base_loss(prediction, target)
+            else:
+                loss = debiased_temporal_loss(prediction, target, draws.anchor)
+            value = float(loss.detach())
+            if math.isfinite(value):
+                self.scaler.scale(loss).backward()
+        finally:
+            for proc in self.lora.values():
+                proc.frozen = False
+        return value
+
+    def spatial_forward_backward(self, draws: StepDraws) -> float:
         """Single-frame denoising loss with the LoRA on and the motion embeddings off: appearance goes to the LoRA."""
         model = self.model
-        frame = int(torch.randint(0, self.latents.shape[2], (1,), generator=generator).item())
-        clean = self.latents[:, :, frame : frame + 1]
-        noise = torch.randn(clean.shape, generator=generator).to(model.device)
+        clean = self.latents[:, :, draws.spatial_frame : draws.spatial_frame + 1]
         for proc in self.lora.values():
             proc.enabled = True
         for proc in self.processors.values():
             proc.enabled = False
         try:
-            noisy = add_noise(model.scheduler, clean, noise, timestep)
-            prediction = model.unet(noisy.to(model.dtype), timestep, encoder_hidden_states=self.text).sample
-            loss = base_loss(prediction, training_target(model.scheduler, clean, noise, timestep))
+            noisy = add_noise(model.scheduler, clean, draws.spatial_noise, draws.timestep)
+            with autocast(model):
+                prediction = model.unet(noisy.to(model.dtype), draws.timestep, encoder_hidden_states=self.text).sample
+            loss = base_loss(prediction, training_target(model.scheduler, clean, draws.spatial_noise, draws.timestep))
             value = float(loss.detach())
             if math.isfinite(value):
-                loss.backward()
+                self.scaler.scale(loss).backward()
         finally:
             for proc in self.processors.values():
                 proc.enabled = True
         return value
+
+    def optimizer_step(self) -> None:
+        """AdamW step through the loss scaler (fp16: a step whose gradients overflowed is skipped)."""
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scaler.is_enabled() and self.scaler.get_scale() < scale:
+            self.skipped_steps += 1
 
     def run_steps(self, on_step: StepCallback | None) -> None:
         start = time.perf_counter()
@@ -317,13 +432,15 @@ class _Trainer:
                 if not math.isfinite(value):
                     self._stop_diverged(step, value, params, last_good)
                 torch._foreach_copy_(last_good, [p.detach() for p in params])
-                self.optimizer.step()
+                self.optimizer_step()
                 self.completed_steps = step + 1
                 self.losses.append(value)
                 if config.save_every and self.completed_steps % config.save_every == 0 and self.completed_steps < config.steps:
                     self.save_progress()
                 if on_step is not None:
                     on_step(self.completed_steps, config.steps, value)
+        if self.skipped_steps:
+            logger.info("fp16 loss scaling skipped %d steps whose gradients overflowed.", self.skipped_steps)
         self.timings["steps"] = time.perf_counter() - start
 
     def _stop_diverged(self, step: int, value: float, params: list[nn.Parameter], last_good: list[torch.Tensor]) -> None:
@@ -341,6 +458,13 @@ class _Trainer:
             "Lower the learning rate, or use fp32 precision if the model runs in fp16."
         )
 
+    def save_stopped(self) -> None:
+        """Save what was trained when training stopped early (Cancel or an error)."""
+        if self.output_path is not None and self.completed_steps > 0:
+            logger.warning("Training stopped at step %d; saving what was trained so far.", self.completed_steps)
+            self.save_progress(interrupted=True)
+
+
 def train_motion_embedding(
     model: VideoModel,
     frames: torch.Tensor,
@@ -357,48 +481,60 @@ def train_motion_embedding(
         frames: ``(F, H, W, 3)`` in 0..1, already at the training size (multiples of ``model.size_multiple``).
         config: training settings.
         output_path: where the embedding is saved (atomically) at the end, every ``save_every`` steps, and
-            when training stops early (Cancel, error, NaN loss). ``None``: nothing is written.
+            when training stops early (Cancel, error, NaN loss); checked for writability before any work. When a
+            save fails, the embedding is kept in a rescue file and :class:`EmbeddingSaveError` names both.
+            ``None``: nothing is written.
         resume: an embedding to continue from (same model, size and frame count); its ``steps`` is where
-            training resumes. Optimiser moments are restored from the ``.resume`` file beside ``output_path``.
+            training resumes, and its ``training_state`` (when present) makes the continuation exact.
         on_step: ``(completed_steps, total_steps, loss)`` after each step; raising from it cancels training.
-        on_inversion_step: ``(step, total)`` during the DDIM inversion; may raise to cancel.
+        on_inversion_step: ``(done, total)`` during the DDIM inversion; may raise to cancel.
     """
     config.validate()
-    _check_frames(model, frames)
+    _check_frame_shape(model, frames)
+    count = frames.shape[0]
     latent_h, latent_w = model.latent_size(frames.shape[2], frames.shape[1])
-    checkpointing = config.gradient_checkpointing != "off"  # TODO(issue 9): "auto" decides from the memory estimate
-    check_training_fits(model, frames.shape[0], latent_h, latent_w, checkpointing, config.layer_set)
-    output_path = Path(output_path) if output_path is not None else None
+    checkpointing = decide_gradient_checkpointing(
+        model, count, latent_h, latent_w, config.gradient_checkpointing, config.layer_set
+    )
+    check_training_fits(model, count, latent_h, latent_w, checkpointing, config.layer_set)
+    _check_frame_values(frames)
+    output_path = check_output_writable(output_path) if output_path is not None else None
     trainer = _Trainer(model, frames, config, output_path)
     with model.lock:
-        trainer.setup(resume)
+        trainer.setup(resume, on_inversion_step)
         all_processors = {**trainer.processors, **trainer.lora}
         with installed_processors(model.unet, all_processors), gradient_checkpointing(model.unet, checkpointing):
             try:
                 trainer.run_steps(on_step)
-                embedding = trainer.snapshot()
-                start = time.perf_counter()
-                if config.inversion_steps:
-                    # The inversion runs through the trained (raw) embeddings; the hybrid LoRA is dropped first.
-                    for proc in trainer.lora.values():
-                        proc.enabled = False
-                    empty = encode_prompt(model, "")
-                    inverted = ddim_invert(model, trainer.latents, empty, config.inversion_steps, on_inversion_step)
-                    embedding.inverted_latent = inverted[0].cpu()
-                trainer.timings["inversion"] = time.perf_counter() - start
-            except TrainingDivergedError:
+            except (TrainingDivergedError, EmbeddingSaveError):
                 raise
             except BaseException:
-                if output_path is not None and trainer.completed_steps > 0:
-                    logger.warning("Training stopped at step %d; saving what was trained so far.", trainer.completed_steps)
-                    trainer.save_progress(interrupted=True)
+                trainer.save_stopped()
                 raise
+            if config.inversion == "embedded" and config.inversion_steps:
+                _invert_through_embeddings(trainer, on_inversion_step)
     start = time.perf_counter()
     if output_path is not None:
-        save_embedding(embedding, output_path)
-        resume_state_path(output_path).unlink(missing_ok=True)
+        save_embedding_or_rescue(trainer.snapshot(False), output_path)
     trainer.timings["save"] = time.perf_counter() - start
-    return TrainingResult(embedding.to("cpu"), trainer.losses, trainer.timings, output_path)
+    return TrainingResult(trainer.snapshot(True), trainer.losses, trainer.timings, output_path)
+
+
+def _invert_through_embeddings(trainer: _Trainer, on_step: Callable[[int, int], None] | None) -> None:
+    """The ``embedded`` inversion: through the trained raw embeddings, hybrid LoRA off. On Cancel the trained
+    embedding is saved without the inverted latent (and the log says so)."""
+    for proc in trainer.lora.values():
+        proc.enabled = False
+    try:
+        trainer.invert(on_step)
+    except BaseException:
+        if trainer.output_path is not None:
+            save_embedding_or_rescue(trainer.snapshot(False, inversion_stopped=True), trainer.output_path)
+            logger.warning(
+                "The DDIM inversion stopped; the trained embedding was saved to %s without its inverted latent "
+                "(sampling will start from pure noise).", trainer.output_path,
+            )
+        raise
 
 
 @torch.no_grad()
@@ -419,6 +555,8 @@ def evaluation_loss(model: VideoModel, frames: torch.Tensor, prompt: str, embedd
             generator = step_generator(seed, draw)
             noise = torch.randn(latents.shape, generator=generator).to(model.device)
             timestep = torch.randint(0, model.scheduler.config.num_train_timesteps, (1,), generator=generator).to(model.device)
-            prediction = model.unet(add_noise(model.scheduler, latents, noise, timestep).to(model.dtype), timestep, encoder_hidden_states=text).sample
+            noisy = add_noise(model.scheduler, latents, noise, timestep)
+            with autocast(model):
+                prediction = model.unet(noisy.to(model.dtype), timestep, encoder_hidden_states=text).sample
             total += float(base_loss(prediction, training_target(model.scheduler, latents, noise, timestep)))
     return total / draws
