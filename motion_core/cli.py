@@ -413,7 +413,8 @@ def _info(args: argparse.Namespace) -> None:
         "family": info.family, "base_model": info.base_model, "train_size": [info.train_width, info.train_height],
         "frames": info.train_frames, "steps": info.steps, "loss": info.loss, "prompt": info.prompt,
         "default_mode": info.default_mode, "layers": [b.name for b in info.blocks], "extra": info.extra,
-        "parameters": sum(math.prod(s) for k, s in shapes.items() if k != "inverted_latent"),
+        "parameters": sum(math.prod(s) for k, s in shapes.items() if k.startswith(("query_key.", "value."))),
+        "training_state": any(k.startswith("training_state.") for k in shapes),
         "inverted_latent": "inverted_latent" in shapes,
     }
     sys.stdout.write(json.dumps(summary, indent=2) + "\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..motion_core.embedding import EMBEDDING_DEFAULT_MODE, MODE_CHOICES, MotionEmbedding, check_fits, resolve_mode
 from ..motion_core.embedding_file import load_embedding, save_embedding
 from ..motion_core.errors import EmbeddingFileError
@@ -15,7 +17,10 @@ from .handles import CATEGORY, EMBEDDING_PREFIX, EMBEDDING_TYPE, MODEL_TYPE, Mot
 
 
 class SaveMotionEmbedding:
-    DESCRIPTION = "Saves a motion embedding as .safetensors in models/motion_embeddings (written atomically)."
+    DESCRIPTION = (
+        "Saves a motion embedding as .safetensors in models/motion_embeddings (written atomically), without the "
+        "optimiser state used for resuming (Train Motion Embedding's own periodic and interrupted saves keep that)."
+    )
     CATEGORY = f"{CATEGORY}/embeddings"
     RETURN_TYPES = ()
     OUTPUT_NODE = True
@@ -32,7 +37,9 @@ class SaveMotionEmbedding:
 
     def save(self, motion_embedding: MotionEmbedding, filename_prefix: str):
         path = unique_output_path(comfy_bridge.embedding_save_dir(), filename_prefix, ".safetensors")
-        save_embedding(motion_embedding, path)
+        # A file to keep or share: the optimiser state (3x the embedding's size) stays out of it; the training
+        # node's own periodic and interrupted saves are the files that carry it for resuming.
+        save_embedding(replace(motion_embedding, training_state={}), path)
         return {"ui": {"motion_embedding": [embedding_facts(motion_embedding, path.name)]}}
 
 

@@ -27,7 +27,7 @@ class LoadVideoModel:
         return {
             "required": {
                 "model": (names, {"tooltip": "A diffusers folder (with model_index.json) in models/diffusers."}),
-                "precision": (list(PRECISION_CHOICES), {"default": parameter_default(load_video_model, "precision"), "tooltip": "auto: fp16 on a GPU, fp32 on CPU. The VAE always runs in fp32 and motion embeddings are always kept in fp32."}),
+                "precision": (list(PRECISION_CHOICES), {"default": parameter_default(load_video_model, "precision"), "tooltip": "auto: bf16 on a GPU that has it, else fp16 (trained with loss scaling); fp32 on CPU. The VAE always runs in fp32 and motion embeddings are always kept in fp32."}),
                 "attention": (list(ATTENTION_CHOICES), {"default": parameter_default(load_video_model, "attention"), "tooltip": "Kernel for the temporal attention layers. auto: xformers on CUDA when installed, else SDPA; plain matmul on CPU."}),
             }
         }

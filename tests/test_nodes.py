@@ -166,7 +166,8 @@ class Interrupted(BaseException):  # what comfy.model_management raises on Cance
 
 
 def press_cancel_at_check(monkeypatch, bridge, n: int) -> None:
-    """Make ComfyUI's Cancel check raise the ``n``-th time it runs (the training node checks once per step)."""
+    """Make ComfyUI's Cancel check raise the ``n``-th time it runs (once per step of the plain inversion, which
+    runs first, then once per training step: see :func:`cancel_at_training_step`)."""
     calls = {"n": 0}
 
     def check():
@@ -177,15 +178,21 @@ def press_cancel_at_check(monkeypatch, bridge, n: int) -> None:
     monkeypatch.setattr(bridge, "throw_if_interrupted", check)
 
 
+def cancel_at_training_step(monkeypatch, pack, n: int) -> None:
+    """Press Cancel during training step ``n`` (after the plain inversion's progress checks)."""
+    inversion_checks = pack.motion_core.training.TrainingConfig(prompt="x").inversion_steps
+    press_cancel_at_check(monkeypatch, pack.nodes.comfy_bridge, inversion_checks + n)
+
+
 def test_cancel_in_the_training_node_keeps_the_file(pack, comfy_home, monkeypatch):
-    bridge = pack.nodes.comfy_bridge
     (model,) = run(pack, "MI_LoadVideoModel", model="tiny-t2v", precision="fp32", attention="auto")
-    press_cancel_at_check(monkeypatch, bridge, 3)
+    cancel_at_training_step(monkeypatch, pack, 3)
     with pytest.raises(Interrupted):
         run(pack, "MI_TrainMotionEmbedding", model=model, frames=torch.rand(6, 32, 32, 3), **train_settings(steps=20))
     (saved,) = (comfy_home / "models" / "motion_embeddings" / "tests").glob("emb_*.safetensors")
     loaded = pack.motion_core.embedding_file.load_embedding(saved)
     assert loaded.info.steps == 3 and loaded.info.extra["interrupted"]
+    assert loaded.inverted_latent is not None and loaded.training_state  # the start latent and the resume state are kept
     monkeypatch.undo()
     (video,) = run(pack, "MI_MotionSampler", model=model, **sample_settings())  # the model still works
     assert video.shape == (6, 32, 32, 3)
@@ -268,11 +275,10 @@ def test_resume_through_the_node_from_its_output_matches_an_uninterrupted_run(pa
 
 def test_resume_through_the_node_from_a_cancelled_file_matches_an_uninterrupted_run(pack, comfy_home, monkeypatch):
     """A run cancelled at step n, loaded with Load Motion Embedding and resumed to 2n: the same as 2n at once."""
-    bridge = pack.nodes.comfy_bridge
     (model,) = run(pack, "MI_LoadVideoModel", model="tiny-t2v", precision="fp32", attention="auto")
     frames = torch.rand(6, 32, 32, 3, generator=torch.Generator().manual_seed(7))
     straight, _ = run(pack, "MI_TrainMotionEmbedding", model=model, frames=frames, **train_settings(steps=6, filename_prefix="tests/straight"))
-    press_cancel_at_check(monkeypatch, bridge, 3)
+    cancel_at_training_step(monkeypatch, pack, 3)
     with pytest.raises(Interrupted):
         run(pack, "MI_TrainMotionEmbedding", model=model, frames=frames, **train_settings(steps=6, filename_prefix="tests/cancelled"))
     monkeypatch.undo()
@@ -389,3 +395,14 @@ def test_widget_defaults_come_from_the_core(pack):
     assert train_inputs["inversion"][0] == list(core.training.INVERSION_CHOICES)
     widgets = [name for name, spec in train_inputs.items() if isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")]
     assert widgets[-1] == "inversion", "a new widget goes after every existing one (saved workflows list values by position)"
+
+
+def test_save_node_writes_the_embedding_without_the_optimiser_state(pack, comfy_home):
+    (model,) = run(pack, "MI_LoadVideoModel", model="tiny-t2v", precision="fp32", attention="auto")
+    embedding, _ = run(pack, "MI_TrainMotionEmbedding", model=model, frames=torch.rand(6, 32, 32, 3), **train_settings(steps=2))
+    assert embedding.training_state  # the in-memory result can be trained further exactly
+    node(pack, "MI_SaveMotionEmbedding").save(embedding, "kept/shared")
+    (saved,) = (comfy_home / "models" / "motion_embeddings" / "kept").glob("shared_*.safetensors")
+    loaded = pack.motion_core.embedding_file.load_embedding(saved)
+    assert loaded.training_state == {}
+    assert all(torch.equal(loaded.value[k], v) for k, v in embedding.value.items())
