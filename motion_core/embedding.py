@@ -205,11 +205,28 @@ def prepare_for_sampling(
     return PreparedMotion(query_key, value, latent)
 
 
-def check_fits(info: EmbeddingInfo, family: str, blocks: list[TemporalBlock], model_name: str) -> None:
-    """Raise :class:`IncompatibleEmbeddingError` unless every embedded layer exists in the model with the same width."""
+def check_fits(
+    info: EmbeddingInfo,
+    family: str,
+    blocks: list[TemporalBlock],
+    model_name: str,
+    *,
+    architecture: str | None = None,
+) -> None:
+    """Raise :class:`IncompatibleEmbeddingError` unless the embedding fits the model.
+
+    Args:
+        info: facts of the embedding.
+        family, blocks, model_name: the model's family, its temporal blocks and its name (for messages).
+        architecture: the model's architecture hash (``VideoModel.identity["architecture"]``). When both it and
+            the embedding's ``base_model["architecture"]`` are known they must be equal: two UNets can have the
+            same temporal layer widths (so every shape check passes) and still differ inside (attention heads,
+            normalisation groups, ...), and an embedding learned on one means nothing to the other.
+    """
+    trained_on = info.base_model.get("name", "?")
     if info.family != family:
         raise IncompatibleEmbeddingError(
-            f"This motion embedding was trained on a {info.family!r} model ({info.base_model.get('name', '?')}) "
+            f"This motion embedding was trained on a {info.family!r} model ({trained_on}) "
             f"but {model_name!r} is a {family!r} model. Load the model it was trained on."
         )
     available = {b.name: b for b in blocks}
@@ -219,6 +236,14 @@ def check_fits(info: EmbeddingInfo, family: str, blocks: list[TemporalBlock], mo
             have = f"{found.channels} channels" if found else "no such layer"
             raise IncompatibleEmbeddingError(
                 f"This motion embedding has layer {block.name} with {block.channels} channels "
-                f"(trained on {info.base_model.get('name', '?')}), but {model_name!r} has {have} there. "
+                f"(trained on {trained_on}), but {model_name!r} has {have} there. "
                 "The two models have different architectures; load the model it was trained on."
             )
+    trained_architecture = info.base_model.get("architecture")
+    if architecture and trained_architecture and architecture != trained_architecture:
+        raise IncompatibleEmbeddingError(
+            f"This motion embedding was trained on {trained_on!r} (UNet architecture {trained_architecture}), but "
+            f"{model_name!r} has UNet architecture {architecture}: its layers have the same widths but are built "
+            f"differently inside, so the embedding would not mean the same motion. Load {trained_on!r} or another "
+            f"model with architecture {trained_architecture}, or train a new embedding on {model_name!r}."
+        )

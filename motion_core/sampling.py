@@ -118,7 +118,7 @@ def sample_video(
     inverted = None
     if motion is not None:
         embedding = motion.embedding
-        check_fits(embedding.info, model.family, find_temporal_blocks(model.unet), model.name)
+        check_fits(embedding.info, model.family, find_temporal_blocks(model.unet), model.name, architecture=model.identity.get("architecture"))
         prepared = prepare_for_sampling(embedding.to(model.device), config.frames, latent_h, latent_w, motion.mode, motion.strength)
         processors = build_processors(model.unet, model.kernel, embedding.info.blocks, prepared.query_key, prepared.value)
         inverted = prepared.inverted_latent

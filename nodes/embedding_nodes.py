@@ -83,5 +83,5 @@ class ApplyMotionEmbedding:
 
     def apply(self, model: MotionModel, motion_embedding: MotionEmbedding, strength: float, mode: str):
         video_model = model.model
-        check_fits(motion_embedding.info, video_model.family, find_temporal_blocks(video_model.unet), video_model.name)
+        check_fits(motion_embedding.info, video_model.family, find_temporal_blocks(video_model.unet), video_model.name, architecture=video_model.identity.get("architecture"))
         return (MotionModel(video_model, AppliedMotion(motion_embedding, float(strength), mode)),)

@@ -11,7 +11,11 @@ from safetensors.torch import save_file
 from motion_core.embedding import EmbeddingInfo, check_fits, zero_embedding
 from motion_core.embedding_file import load_embedding, read_embedding_info, save_embedding
 from motion_core.errors import EmbeddingFileError, IncompatibleEmbeddingError
+from motion_core.model_loading import load_video_model
+from motion_core.sampling import AppliedMotion, SamplingConfig, sample_video
 from motion_core.temporal_layers import TemporalBlock, find_temporal_blocks, select_temporal_blocks
+from motion_core.testing.tiny_models import TINY_UNET_CONFIG, save_tiny_model
+from motion_core.training import TrainingConfig, train_motion_embedding
 
 
 def make_embedding(model, layer_set="paper", frames=4, latent=8, seed=0):
@@ -67,6 +71,37 @@ def test_wrong_model_architecture_names_both_sides(tiny_model, tmp_path):
     assert "channels" in str(err.value)
     with pytest.raises(IncompatibleEmbeddingError, match="'animatediff'"):
         check_fits(emb.info, "animatediff", find_temporal_blocks(tiny_model.unet), "other-model")
+
+
+@pytest.fixture(scope="module")
+def rebuilt_model_dir(tmp_path_factory):
+    """The tiny model's layout with other normalisation groups: same layer widths, other insides."""
+    config = {**TINY_UNET_CONFIG, "norm_num_groups": 4}
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-t2v-rebuilt", seed=0, unet_config=config)
+
+
+def test_embedding_from_a_model_built_differently_is_refused_everywhere(tiny_model, rebuilt_model_dir, reference_clip, pack, tmp_path):
+    """Same layer names and widths, so only the stored architecture hash can tell the two models apart."""
+    other = load_video_model(rebuilt_model_dir, "fp32", "sdpa", "cpu", use_cache=False)
+    assert find_temporal_blocks(other.unet) == find_temporal_blocks(tiny_model.unet)
+    mine, theirs = tiny_model.identity["architecture"], other.identity["architecture"]
+    assert mine != theirs
+    embedding = load_embedding(save_embedding(make_embedding(tiny_model), tmp_path / "e.safetensors"))
+    names_both = rf"(?s)'tiny-t2v'.*{mine}.*'tiny-t2v-rebuilt'.*{theirs}.*train a new embedding"
+    with pytest.raises(IncompatibleEmbeddingError, match=names_both):
+        check_fits(embedding.info, other.family, find_temporal_blocks(other.unet), other.name, architecture=theirs)
+    sampling = SamplingConfig(prompt="a blue circle", width=32, height=32, frames=4, steps=1)
+    with pytest.raises(IncompatibleEmbeddingError, match=names_both):
+        sample_video(other, sampling, AppliedMotion(embedding))
+    with pytest.raises(IncompatibleEmbeddingError, match=names_both):
+        train_motion_embedding(other, reference_clip[:4], TrainingConfig(prompt="a red square", steps=1), resume=embedding)
+    apply_node = pack.NODE_CLASS_MAPPINGS["MI_ApplyMotionEmbedding"]()
+    with pytest.raises(pack.motion_core.errors.IncompatibleEmbeddingError, match=names_both):
+        apply_node.apply(pack.nodes.handles.MotionModel(other), embedding, strength=1.0, mode="object")
+    # The model it was trained on, and files written before hashes were stored, still fit.
+    check_fits(embedding.info, "unet3d", find_temporal_blocks(tiny_model.unet), "tiny-t2v", architecture=mine)
+    unhashed = embedding.with_info(base_model={"name": "tiny-t2v"}).info
+    check_fits(unhashed, other.family, find_temporal_blocks(other.unet), other.name, architecture=theirs)
 
 
 @pytest.mark.parametrize(
