@@ -205,6 +205,17 @@ def prepare_for_sampling(
     return PreparedMotion(query_key, value, latent)
 
 
+def _comparable_hashes(first: str | None, second: str | None) -> bool:
+    """Whether two architecture hashes are both known and made the same way (the scheme before ``:``).
+
+    Files written before the ``v2:`` scheme hold hashes that depended on the order of a diffusers bookkeeping
+    list, so they are not compared (like files with no hash at all); their layer widths are still checked.
+    """
+    if not first or not second or ":" not in first:
+        return False
+    return first.partition(":")[0] == second.partition(":")[0]
+
+
 def check_fits(
     info: EmbeddingInfo,
     family: str,
@@ -219,7 +230,8 @@ def check_fits(
         info: facts of the embedding.
         family, blocks, model_name: the model's family, its temporal blocks and its name (for messages).
         architecture: the model's architecture hash (``VideoModel.identity["architecture"]``). When both it and
-            the embedding's ``base_model["architecture"]`` are known they must be equal: two UNets can have the
+            the embedding's ``base_model["architecture"]`` are known (and of one scheme, see
+            :func:`_comparable_hashes`) they must be equal: two UNets can have the
             same temporal layer widths (so every shape check passes) and still differ inside (attention heads,
             normalisation groups, ...), and an embedding learned on one means nothing to the other.
     """
@@ -240,7 +252,7 @@ def check_fits(
                 "The two models have different architectures; load the model it was trained on."
             )
     trained_architecture = info.base_model.get("architecture")
-    if architecture and trained_architecture and architecture != trained_architecture:
+    if _comparable_hashes(trained_architecture, architecture) and architecture != trained_architecture:
         raise IncompatibleEmbeddingError(
             f"This motion embedding was trained on {trained_on!r} (UNet architecture {trained_architecture}), but "
             f"{model_name!r} has UNet architecture {architecture}: its layers have the same widths but are built "

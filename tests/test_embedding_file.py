@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from safetensors.torch import save_file
 from motion_core.embedding import EmbeddingInfo, check_fits, zero_embedding
 from motion_core.embedding_file import load_embedding, read_embedding_info, save_embedding
 from motion_core.errors import EmbeddingFileError, IncompatibleEmbeddingError
-from motion_core.model_loading import load_video_model
+from motion_core.model_loading import architecture_hash, load_video_model
 from motion_core.sampling import AppliedMotion, SamplingConfig, sample_video
 from motion_core.temporal_layers import TemporalBlock, find_temporal_blocks, select_temporal_blocks
 from motion_core.testing.tiny_models import TINY_UNET_CONFIG, save_tiny_model
@@ -100,8 +101,28 @@ def test_embedding_from_a_model_built_differently_is_refused_everywhere(tiny_mod
         apply_node.apply(pack.nodes.handles.MotionModel(other), embedding, strength=1.0, mode="object")
     # The model it was trained on, and files written before hashes were stored, still fit.
     check_fits(embedding.info, "unet3d", find_temporal_blocks(tiny_model.unet), "tiny-t2v", architecture=mine)
-    unhashed = embedding.with_info(base_model={"name": "tiny-t2v"}).info
-    check_fits(unhashed, other.family, find_temporal_blocks(other.unet), other.name, architecture=theirs)
+    for base_model in ({"name": "tiny-t2v"}, {"name": "tiny-t2v", "architecture": "9be737f35e459521"}):
+        older = embedding.with_info(base_model=base_model).info
+        check_fits(older, other.family, find_temporal_blocks(other.unet), other.name, architecture=theirs)
+
+
+def test_architecture_hash_does_not_depend_on_diffusers_bookkeeping(tiny_model_dir, tmp_path):
+    """ZeroScope's unet config lacks keys newer diffusers has; diffusers lists them in ``_use_default_values`` in
+    an order that changes from process to process (string hashing), and the hash must not change with it."""
+    folder = tmp_path / "zeroscope-like"
+    shutil.copytree(tiny_model_dir, folder)
+    config_path = folder / "unet" / "config.json"
+    config = json.loads(config_path.read_text())
+    for key in ("num_attention_heads", "time_cond_proj_dim"):  # absent from ZeroScope v2's published config
+        config.pop(key, None)
+    config_path.write_text(json.dumps(config))
+    model = load_video_model(folder, "fp32", "sdpa", "cpu", use_cache=False)
+    loaded_config = dict(model.unet.config)
+    assert len(loaded_config["_use_default_values"]) == 2  # the premise: diffusers recorded what the file lacked
+    reordered = {**loaded_config, "_use_default_values": loaded_config["_use_default_values"][::-1]}
+    assert architecture_hash(reordered) == model.identity["architecture"]
+    original = load_video_model(tiny_model_dir, "fp32", "sdpa", "cpu", use_cache=False)
+    assert original.identity["architecture"] == model.identity["architecture"]  # same architecture, same hash
 
 
 @pytest.mark.parametrize(
