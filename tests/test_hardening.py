@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import struct
+import weakref
 
 import pytest
 import torch
@@ -13,10 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from motion_core import memory_estimate
+from motion_core.attention import MotionAttnProcessor
 from motion_core.embedding import EmbeddingInfo, zero_embedding
 from motion_core.embedding_file import load_embedding, save_embedding
 from motion_core.errors import EmbeddingFileError, InvalidSettingError
 from motion_core.sampling import AppliedMotion, SamplingConfig, sample_video
+from motion_core.spatial_lora import SpatialLoRAProcessor
 from motion_core.temporal_layers import select_temporal_blocks
 from motion_core.training import TrainingConfig, train_motion_embedding
 
@@ -110,21 +113,37 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _live_objects(*types: type) -> int:
+    """How many objects of ``types`` the garbage collector can still reach (after a full collection)."""
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, types))
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
 def test_twenty_train_and_sample_cycles_keep_memory_flat(tiny_model, reference_clip):
+    """RSS catches big leaks; KB-sized embeddings are below its noise, so every embedding tensor of every cycle
+    is followed by a weak reference, and the processors and optimisers a cycle makes are counted."""
     config = TrainingConfig(prompt="a red square", steps=2, learning_rate=0.1, layer_set="all", inversion_steps=2,
-                            gradient_checkpointing=False)
+                            gradient_checkpointing=False, loss="debiased_hybrid")
     sampling = SamplingConfig(prompt="a blue circle", width=16, height=16, frames=4, steps=2, guidance_scale=2.0)
     reference_clip = reference_clip[:4, :16, :16]
-    before = dict(tiny_model.unet.attn_processors)
-    readings = []
+    unet = tiny_model.unet
+    processors_before = dict(unet.attn_processors)
+    parameters_before = {name: p.detach().clone() for name, p in unet.named_parameters()}
+    per_cycle = (MotionAttnProcessor, SpatialLoRAProcessor, torch.optim.Optimizer)
+    baseline = _live_objects(*per_cycle)
+    readings, tensors = [], []
     for cycle in range(20):
         embedding = train_motion_embedding(tiny_model, reference_clip, config).embedding
         sample_video(tiny_model, sampling, AppliedMotion(embedding))
+        tensors += [weakref.ref(t) for t in (*embedding.query_key.values(), *embedding.value.values(), embedding.inverted_latent)]
         del embedding
-        gc.collect()
+        assert _live_objects(*per_cycle) == baseline, f"cycle {cycle} left processors or an optimiser alive"
+        assert not [ref for ref in tensors if ref() is not None], f"cycle {cycle} left embedding tensors alive"
         readings.append(_rss_bytes())
     growth = readings[-1] - readings[4]  # after warm-up (allocator pools, lazy imports)
     assert growth < 40 * 2**20, [r // 2**20 for r in readings]
-    assert tiny_model.unet.attn_processors == before
-    assert sum(1 for _ in tiny_model.unet.parameters()) == sum(1 for _ in tiny_model.unet.parameters(recurse=True))
+    assert unet.attn_processors == processors_before
+    assert {name for name, _ in unet.named_parameters()} == set(parameters_before)  # nothing left registered
+    for name, parameter in unet.named_parameters():
+        assert torch.equal(parameter, parameters_before[name]) and not parameter.requires_grad, name
