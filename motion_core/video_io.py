@@ -18,7 +18,7 @@ import av
 import numpy as np
 import torch
 
-from .atomic_io import atomic_output_path
+from .atomic_io import atomic_output_file, atomic_output_path
 from .errors import InvalidSettingError, VideoInputError
 from .frame_resize import resize_frames
 
@@ -203,8 +203,8 @@ def write_video(frames: torch.Tensor, path: str | Path, fps: float = DEFAULT_FPS
         from PIL import Image
 
         images = [Image.fromarray(a) for a in array]
-        with atomic_output_path(path) as tmp:
-            images[0].save(tmp, format=container_format.upper(), save_all=True, append_images=images[1:],
+        with atomic_output_file(path) as handle:  # Pillow leaves its own file open when interrupted
+            images[0].save(handle, format=container_format.upper(), save_all=True, append_images=images[1:],
                            duration=max(1, round(1000 / fps)), loop=0, **({"lossless": True} if container_format == "webp" else {}))
         return path
     if container_format in ("mp4", "mov", "matroska"):
