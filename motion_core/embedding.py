@@ -25,6 +25,16 @@ EMBEDDING_DEFAULT_MODE = "embedding default"
 MODE_CHOICES: tuple[str, ...] = (EMBEDDING_DEFAULT_MODE, *MOTION_MODES)
 LOSS_NAMES: tuple[str, ...] = ("base", "debiased_temporal", "debiased_hybrid")
 
+# Largest |value| a query-key or value embedding can reach by training. Embeddings start at zero and AdamW moves
+# each value by at most lr * |m/sqrt(v)| per step; with betas (0.9, 0.999) that ratio is below 7.3 even for the
+# most uneven gradients (about 1 in practice), and weight decay only pulls towards zero. At the node's limits
+# (learning rate 10, 100,000 steps, no weight decay) that is 7.3e6; the paper's settings (0.02, 400 steps)
+# stay below 60. Anything above is damage or a hand-edited file (1e30 turns every frame to NaN).
+MAX_EMBEDDING_MAGNITUDE = 1e7
+# Largest |value| of an inverted latent: DDIM inversion ends on a latent of the scheduler's unit-variance noise
+# (|value| below ~6 in practice); one ten thousand times larger is no start latent for any sampler.
+MAX_INVERTED_LATENT_MAGNITUDE = 1e4
+
 
 @dataclass(frozen=True)
 class EmbeddingInfo:
@@ -146,6 +156,19 @@ def resample_latent(latent: torch.Tensor, frames: int, height: int, width: int) 
     resized = F.interpolate(latent.unsqueeze(0).float(), size=(frames, height, width), mode="trilinear", align_corners=False)
     resized = resized.squeeze(0)
     return resized * (latent.float().std() / resized.std().clamp_min(1e-6))
+
+
+def magnitude_limit(tensor_name: str) -> float | None:
+    """The largest |value| a tensor of an embedding file may hold, by its name in the file (``None``: no limit).
+
+    ``query_key.*`` and ``value.*``: :data:`MAX_EMBEDDING_MAGNITUDE`; ``inverted_latent``:
+    :data:`MAX_INVERTED_LATENT_MAGNITUDE`.
+    """
+    if tensor_name.startswith(("query_key.", "value.")):
+        return MAX_EMBEDDING_MAGNITUDE
+    if tensor_name == "inverted_latent":
+        return MAX_INVERTED_LATENT_MAGNITUDE
+    return None
 
 
 def frame_difference(value: torch.Tensor) -> torch.Tensor:

@@ -163,6 +163,9 @@ def _rewrite(path, tensors=None, metadata=None):
         (lambda t, m: ({**t, "evil": torch.zeros(1)}, m), "unexpected tensors"),
         (lambda t, m: ({**t, "inverted_latent": torch.zeros(4, 3, 8, 8)}, m), "inverted latent"),
         (lambda t, m: ({k: torch.full_like(v, float("nan")) for k, v in t.items()}, m), "NaN"),
+        (lambda t, m: ({k: (v * 1e30 if k.startswith("value.") else v) for k, v in t.items()}, m), r"'value\..*up to .*e\+30.*1e\+07"),
+        (lambda t, m: ({k: (v * 1e30 if k.startswith("query_key.") else v) for k, v in t.items()}, m), r"'query_key\..*far beyond"),
+        (lambda t, m: ({**t, "inverted_latent": t["inverted_latent"] * 1e5}, m), r"'inverted_latent'.*far beyond the 1e\+04"),
     ],
 )
 def test_bad_contents_give_clear_errors(tiny_model, tmp_path, edit, message):
@@ -176,6 +179,16 @@ def test_bad_contents_give_clear_errors(tiny_model, tmp_path, edit, message):
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(EmbeddingFileError, match=message):
         load_embedding(path)
+
+
+def test_large_values_that_training_can_reach_still_load(tiny_model, tmp_path):
+    """The magnitude limits refuse only what no training run can produce."""
+    embedding = make_embedding(tiny_model)
+    for tensor in (*embedding.query_key.values(), *embedding.value.values()):
+        tensor.mul_(1e6 / tensor.abs().max())
+    embedding.inverted_latent.mul_(50 / embedding.inverted_latent.abs().max())
+    loaded = load_embedding(save_embedding(embedding, tmp_path / "e.safetensors"))
+    assert max(t.abs().max() for t in loaded.value.values()) == pytest.approx(1e6)
 
 
 def test_half_precision_tensors_load_as_fp32(tiny_model, tmp_path):
