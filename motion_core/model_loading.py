@@ -128,8 +128,12 @@ def architecture_hash(unet_config: dict[str, Any]) -> str:
     Keys starting with ``_`` are diffusers' bookkeeping, not architecture: among them ``_use_default_values``,
     the keys a config file lacked, listed in an order that changes from process to process (ZeroScope's file
     lacks two). Older files hold hashes without the ``v2:`` scheme that included it; those cannot be compared.
+    Keys set to ``None`` (unused options) are left out too, so a diffusers release that adds an option with a
+    ``None`` default does not change the hash of every model.
     """
-    relevant = {k: v for k, v in dict(unet_config).items() if k not in _ARCHITECTURE_IGNORED_KEYS and not k.startswith("_")}
+    relevant = {
+        k: v for k, v in dict(unet_config).items() if k not in _ARCHITECTURE_IGNORED_KEYS and not k.startswith("_") and v is not None
+    }
     return "v2:" + hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -121,6 +121,7 @@ def test_architecture_hash_does_not_depend_on_diffusers_bookkeeping(tiny_model_d
     assert len(loaded_config["_use_default_values"]) == 2  # the premise: diffusers recorded what the file lacked
     reordered = {**loaded_config, "_use_default_values": loaded_config["_use_default_values"][::-1]}
     assert architecture_hash(reordered) == model.identity["architecture"]
+    assert architecture_hash({**loaded_config, "an_option_of_a_later_diffusers": None}) == model.identity["architecture"]
     original = load_video_model(tiny_model_dir, "fp32", "sdpa", "cpu", use_cache=False)
     assert original.identity["architecture"] == model.identity["architecture"]  # same architecture, same hash
 
