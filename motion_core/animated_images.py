@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import struct
-from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import GifImagePlugin, Image
@@ -39,20 +39,19 @@ def frame_durations(count: int, fps: float, tick_ms: int, min_ticks: int = 1) ->
     return [max(min_ticks, end - start) * tick_ms for start, end in zip(starts, starts[1:])]
 
 
-def write_gif(frames: np.ndarray, path: str | Path, fps: float, loop: int = 0) -> None:
-    """Write ``frames`` ``(F, H, W, 3)`` uint8 as a looping GIF, one GIF frame per frame (256 colours each)."""
+def write_gif(frames: np.ndarray, handle: BinaryIO, fps: float, loop: int = 0) -> None:
+    """Write ``frames`` ``(F, H, W, 3)`` uint8 to ``handle`` as a looping GIF, one GIF frame per frame (256 colours each)."""
     if fps * GIF_MIN_DELAY_TICKS * GIF_TICK_MS > 1000:
         logger.warning("A GIF cannot play faster than %d fps; %s plays at that rate instead of %g fps.",
-                       1000 // (GIF_MIN_DELAY_TICKS * GIF_TICK_MS), Path(path).name, fps)
+                       1000 // (GIF_MIN_DELAY_TICKS * GIF_TICK_MS), getattr(handle, "name", "the GIF"), fps)
     durations = frame_durations(len(frames), fps, GIF_TICK_MS, GIF_MIN_DELAY_TICKS)
     # The same median-cut palette Pillow's GIF writer picks for an RGB frame, one palette per frame.
     images = [Image.fromarray(frame).convert("P", palette=Image.Palette.ADAPTIVE) for frame in frames]
     header, _ = GifImagePlugin.getheader(images[0], info={"loop": loop})
-    with open(path, "wb") as handle:
-        handle.write(b"".join(header))
-        for image, duration in zip(images, durations):
-            handle.write(b"".join(GifImagePlugin.getdata(image, duration=duration, include_color_table=True)))
-        handle.write(b";")  # GIF trailer
+    handle.write(b"".join(header))
+    for image, duration in zip(images, durations):
+        handle.write(b"".join(GifImagePlugin.getdata(image, duration=duration, include_color_table=True)))
+    handle.write(b";")  # GIF trailer
 
 
 def _riff_chunk(tag: bytes, payload: bytes) -> bytes:
@@ -85,8 +84,8 @@ def _uint24(value: int) -> bytes:
     return struct.pack("<I", value)[:3]
 
 
-def write_webp(frames: np.ndarray, path: str | Path, fps: float, loop: int = 0) -> None:
-    """Write ``frames`` ``(F, H, W, 3)`` uint8 as a looping lossless animated WebP, one WebP frame per frame."""
+def write_webp(frames: np.ndarray, handle: BinaryIO, fps: float, loop: int = 0) -> None:
+    """Write ``frames`` ``(F, H, W, 3)`` uint8 to ``handle`` as a looping lossless animated WebP, one WebP frame per frame."""
     count, height, width = frames.shape[:3]
     durations = [min(d, _WEBP_MAX_DURATION_MS) for d in frame_durations(count, fps, WEBP_TICK_MS)]
     canvas = _uint24(width - 1) + _uint24(height - 1)
@@ -97,5 +96,4 @@ def write_webp(frames: np.ndarray, path: str | Path, fps: float, loop: int = 0) 
     for frame, duration in zip(frames, durations):
         header = _uint24(0) + _uint24(0) + canvas + _uint24(duration) + bytes([no_blend])
         body += _riff_chunk(b"ANMF", header + _webp_bitstream(frame))
-    with open(path, "wb") as handle:
-        handle.write(b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body)
+    handle.write(b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body)

@@ -25,6 +25,16 @@ EMBEDDING_DEFAULT_MODE = "embedding default"
 MODE_CHOICES: tuple[str, ...] = (EMBEDDING_DEFAULT_MODE, *MOTION_MODES)
 LOSS_NAMES: tuple[str, ...] = ("base", "debiased_temporal", "debiased_hybrid")
 
+# Largest |value| a query-key or value embedding can reach by training. Embeddings start at zero and AdamW moves
+# each value by at most lr * |m/sqrt(v)| per step; with betas (0.9, 0.999) that ratio is below 7.3 even for the
+# most uneven gradients (about 1 in practice), and weight decay only pulls towards zero. At the node's limits
+# (learning rate 10, 100,000 steps, no weight decay) that is 7.3e6; the paper's settings (0.02, 400 steps)
+# stay below 60. Anything above is damage or a hand-edited file (1e30 turns every frame to NaN).
+MAX_EMBEDDING_MAGNITUDE = 1e7
+# Largest |value| of an inverted latent: DDIM inversion ends on a latent of the scheduler's unit-variance noise
+# (|value| below ~6 in practice); one ten thousand times larger is no start latent for any sampler.
+MAX_INVERTED_LATENT_MAGNITUDE = 1e4
+
 
 @dataclass(frozen=True)
 class EmbeddingInfo:
@@ -150,6 +160,19 @@ def resample_latent(latent: torch.Tensor, frames: int, height: int, width: int) 
     return resized * (latent.float().std() / resized.std().clamp_min(1e-6))
 
 
+def magnitude_limit(tensor_name: str) -> float | None:
+    """The largest |value| a tensor of an embedding file may hold, by its name in the file (``None``: no limit).
+
+    ``query_key.*`` and ``value.*``: :data:`MAX_EMBEDDING_MAGNITUDE`; ``inverted_latent``:
+    :data:`MAX_INVERTED_LATENT_MAGNITUDE`.
+    """
+    if tensor_name.startswith(("query_key.", "value.")):
+        return MAX_EMBEDDING_MAGNITUDE
+    if tensor_name == "inverted_latent":
+        return MAX_INVERTED_LATENT_MAGNITUDE
+    return None
+
+
 def frame_difference(value: torch.Tensor) -> torch.Tensor:
     """Debias a value embedding ``(P, N, C)``: frame 0 kept, frame j becomes ``v[j] - v[j-1]``."""
     return torch.cat([value[:, :1], value[:, 1:] - value[:, :-1]], dim=1)
@@ -207,11 +230,40 @@ def prepare_for_sampling(
     return PreparedMotion(query_key, value, latent)
 
 
-def check_fits(info: EmbeddingInfo, family: str, blocks: list[TemporalBlock], model_name: str) -> None:
-    """Raise :class:`IncompatibleEmbeddingError` unless every embedded layer exists in the model with the same width."""
+def _comparable_hashes(first: str | None, second: str | None) -> bool:
+    """Whether two architecture hashes are both known and made the same way (the scheme before ``:``).
+
+    Files written before the ``v2:`` scheme hold hashes that depended on the order of a diffusers bookkeeping
+    list, so they are not compared (like files with no hash at all); their layer widths are still checked.
+    """
+    if not first or not second or ":" not in first:
+        return False
+    return first.partition(":")[0] == second.partition(":")[0]
+
+
+def check_fits(
+    info: EmbeddingInfo,
+    family: str,
+    blocks: list[TemporalBlock],
+    model_name: str,
+    *,
+    architecture: str | None = None,
+) -> None:
+    """Raise :class:`IncompatibleEmbeddingError` unless the embedding fits the model.
+
+    Args:
+        info: facts of the embedding.
+        family, blocks, model_name: the model's family, its temporal blocks and its name (for messages).
+        architecture: the model's architecture hash (``VideoModel.identity["architecture"]``). When both it and
+            the embedding's ``base_model["architecture"]`` are known (and of one scheme, see
+            :func:`_comparable_hashes`) they must be equal: two UNets can have the
+            same temporal layer widths (so every shape check passes) and still differ inside (attention heads,
+            normalisation groups, ...), and an embedding learned on one means nothing to the other.
+    """
+    trained_on = info.base_model.get("name", "?")
     if info.family != family:
         raise IncompatibleEmbeddingError(
-            f"This motion embedding was trained on a {info.family!r} model ({info.base_model.get('name', '?')}) "
+            f"This motion embedding was trained on a {info.family!r} model ({trained_on}) "
             f"but {model_name!r} is a {family!r} model. Load the model it was trained on."
         )
     available = {b.name: b for b in blocks}
@@ -221,6 +273,14 @@ def check_fits(info: EmbeddingInfo, family: str, blocks: list[TemporalBlock], mo
             have = f"{found.channels} channels" if found else "no such layer"
             raise IncompatibleEmbeddingError(
                 f"This motion embedding has layer {block.name} with {block.channels} channels "
-                f"(trained on {info.base_model.get('name', '?')}), but {model_name!r} has {have} there. "
+                f"(trained on {trained_on}), but {model_name!r} has {have} there. "
                 "The two models have different architectures; load the model it was trained on."
             )
+    trained_architecture = info.base_model.get("architecture")
+    if _comparable_hashes(trained_architecture, architecture) and architecture != trained_architecture:
+        raise IncompatibleEmbeddingError(
+            f"This motion embedding was trained on {trained_on!r} (UNet architecture {trained_architecture}), but "
+            f"{model_name!r} has UNet architecture {architecture}: its layers have the same widths but are built "
+            f"differently inside, so the embedding would not mean the same motion. Load {trained_on!r} or another "
+            f"model with architecture {trained_architecture}, or train a new embedding on {model_name!r}."
+        )

@@ -28,7 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .atomic_io import atomic_output_path
-from .embedding import MOTION_MODES, EmbeddingInfo, MotionEmbedding
+from .embedding import MOTION_MODES, EmbeddingInfo, MotionEmbedding, magnitude_limit
 from .errors import EmbeddingFileError, EmbeddingSaveError, InvalidSettingError
 from .temporal_layers import TemporalBlock
 
@@ -357,6 +357,9 @@ def load_embedding(path: str | Path, device: torch.device | str = "cpu") -> Moti
                 tensor = handle.get_tensor(key).float()
                 if not torch.isfinite(tensor).all():
                     raise _fail(path, f"tensor {key!r} contains NaN or infinite values")
+                limit, peak = magnitude_limit(key), tensor.abs().max().item()
+                if limit is not None and peak > limit:
+                    raise _fail(path, f"tensor {key!r} holds values up to {peak:.3g}, far beyond the {limit:.0e} training can produce")
                 if key == "inverted_latent":
                     latent = tensor.to(device)
                 elif key.startswith("query_key."):

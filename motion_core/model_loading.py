@@ -123,9 +123,18 @@ def detect_family(folder: str | Path) -> str:
 
 
 def architecture_hash(unet_config: dict[str, Any]) -> str:
-    """Short hash of the UNet's architecture (config without names, versions and sample size)."""
-    relevant = {k: v for k, v in dict(unet_config).items() if k not in _ARCHITECTURE_IGNORED_KEYS}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Short hash of the UNet's architecture, ``"v2:<16 hex digits>"`` (config without names, versions, sample size).
+
+    Keys starting with ``_`` are diffusers' bookkeeping, not architecture: among them ``_use_default_values``,
+    the keys a config file lacked, listed in an order that changes from process to process (ZeroScope's file
+    lacks two). Older files hold hashes without the ``v2:`` scheme that included it; those cannot be compared.
+    Keys set to ``None`` (unused options) are left out too, so a diffusers release that adds an option with a
+    ``None`` default does not change the hash of every model.
+    """
+    relevant = {
+        k: v for k, v in dict(unet_config).items() if k not in _ARCHITECTURE_IGNORED_KEYS and not k.startswith("_") and v is not None
+    }
+    return "v2:" + hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:

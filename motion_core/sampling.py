@@ -115,7 +115,7 @@ def _motion_processors(
     if motion is None:
         return build_processors(model.unet, model.kernel), None
     embedding = motion.embedding
-    check_fits(embedding.info, model.family, find_temporal_blocks(model.unet), model.name)
+    check_fits(embedding.info, model.family, find_temporal_blocks(model.unet), model.name, architecture=model.identity.get("architecture"))
     mode = motion.resolved_mode
     if motion.strength == 0:
         logger.info("Motion strength 0: sampling with the plain model (no embeddings, no inverted start).")

@@ -186,7 +186,7 @@ class _Trainer:
         blocks = select_temporal_blocks(model.unet, config.layer_set)
         latent_h, latent_w = self.latents.shape[-2:]
         if resume is not None:
-            check_fits(resume.info, model.family, select_temporal_blocks(model.unet, "all"), model.name)
+            check_fits(resume.info, model.family, select_temporal_blocks(model.unet, "all"), model.name, architecture=model.identity.get("architecture"))
             if (resume.info.train_frames, resume.info.latent_height, resume.info.latent_width) != (count, latent_h, latent_w):
                 raise InvalidSettingError(
                     f"The embedding to resume was trained at {resume.info.train_width}x{resume.info.train_height}, "

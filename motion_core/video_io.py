@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .animated_images import write_gif, write_webp
-from .atomic_io import atomic_output_path
+from .atomic_io import atomic_output_file, atomic_output_path
 from .errors import InvalidSettingError, VideoInputError
 from .frame_resize import check_frame_budget, check_resize_mode, frame_budget_bytes, resize_frames
 
@@ -335,8 +335,8 @@ def write_video(frames: torch.Tensor, path: str | Path, fps: float = DEFAULT_FPS
     fps = validate_fps(fps)
     array = _to_uint8(frames, upscale)
     if container_format in ("gif", "webp"):
-        with atomic_output_path(path) as tmp:
-            (write_gif if container_format == "gif" else write_webp)(array, tmp, fps)
+        with atomic_output_file(path) as handle:
+            (write_gif if container_format == "gif" else write_webp)(array, handle, fps)
         return path
     if container_format in ("mp4", "mov", "matroska"):
         array = np.pad(array, ((0, 0), (0, array.shape[1] % 2), (0, array.shape[2] % 2), (0, 0)), mode="edge")

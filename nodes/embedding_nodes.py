@@ -91,6 +91,7 @@ class ApplyMotionEmbedding:
 
     def apply(self, model: MotionModel, motion_embedding: MotionEmbedding, strength: float, mode: str):
         video_model = model.model
-        check_fits(motion_embedding.info, video_model.family, find_temporal_blocks(video_model.unet), video_model.name)
+        check_fits(motion_embedding.info, video_model.family, find_temporal_blocks(video_model.unet), video_model.name,
+                   architecture=video_model.identity.get("architecture"))
         motion = AppliedMotion(motion_embedding, float(strength), resolve_mode(mode, motion_embedding.info))
         return (MotionModel(video_model, motion),)

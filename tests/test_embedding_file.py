@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -11,7 +12,11 @@ from safetensors.torch import save_file
 from motion_core.embedding import EmbeddingInfo, check_fits, zero_embedding
 from motion_core.embedding_file import load_embedding, read_embedding_info, save_embedding
 from motion_core.errors import EmbeddingFileError, IncompatibleEmbeddingError
+from motion_core.model_loading import architecture_hash, load_video_model
+from motion_core.sampling import AppliedMotion, SamplingConfig, sample_video
 from motion_core.temporal_layers import TemporalBlock, find_temporal_blocks, select_temporal_blocks
+from motion_core.testing.tiny_models import TINY_UNET_CONFIG, save_tiny_model
+from motion_core.training import TrainingConfig, train_motion_embedding
 
 
 def make_embedding(model, layer_set="paper", frames=4, latent=8, seed=0):
@@ -69,6 +74,58 @@ def test_wrong_model_architecture_names_both_sides(tiny_model, tmp_path):
         check_fits(emb.info, "animatediff", find_temporal_blocks(tiny_model.unet), "other-model")
 
 
+@pytest.fixture(scope="module")
+def rebuilt_model_dir(tmp_path_factory):
+    """The tiny model's layout with other normalisation groups: same layer widths, other insides."""
+    config = {**TINY_UNET_CONFIG, "norm_num_groups": 4}
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-t2v-rebuilt", seed=0, unet_config=config)
+
+
+def test_embedding_from_a_model_built_differently_is_refused_everywhere(tiny_model, rebuilt_model_dir, reference_clip, pack, tmp_path):
+    """Same layer names and widths, so only the stored architecture hash can tell the two models apart."""
+    other = load_video_model(rebuilt_model_dir, "fp32", "sdpa", "cpu", use_cache=False)
+    assert find_temporal_blocks(other.unet) == find_temporal_blocks(tiny_model.unet)
+    mine, theirs = tiny_model.identity["architecture"], other.identity["architecture"]
+    assert mine != theirs
+    embedding = load_embedding(save_embedding(make_embedding(tiny_model), tmp_path / "e.safetensors"))
+    names_both = rf"(?s)'tiny-t2v'.*{mine}.*'tiny-t2v-rebuilt'.*{theirs}.*train a new embedding"
+    with pytest.raises(IncompatibleEmbeddingError, match=names_both):
+        check_fits(embedding.info, other.family, find_temporal_blocks(other.unet), other.name, architecture=theirs)
+    sampling = SamplingConfig(prompt="a blue circle", width=32, height=32, frames=4, steps=1)
+    with pytest.raises(IncompatibleEmbeddingError, match=names_both):
+        sample_video(other, sampling, AppliedMotion(embedding))
+    with pytest.raises(IncompatibleEmbeddingError, match=names_both):
+        train_motion_embedding(other, reference_clip[:4], TrainingConfig(prompt="a red square", steps=1), resume=embedding)
+    apply_node = pack.NODE_CLASS_MAPPINGS["MI_ApplyMotionEmbedding"]()
+    with pytest.raises(pack.motion_core.errors.IncompatibleEmbeddingError, match=names_both):
+        apply_node.apply(pack.nodes.handles.MotionModel(other), embedding, strength=1.0, mode="object")
+    # The model it was trained on, and files written before hashes were stored, still fit.
+    check_fits(embedding.info, "unet3d", find_temporal_blocks(tiny_model.unet), "tiny-t2v", architecture=mine)
+    for base_model in ({"name": "tiny-t2v"}, {"name": "tiny-t2v", "architecture": "9be737f35e459521"}):
+        older = embedding.with_info(base_model=base_model).info
+        check_fits(older, other.family, find_temporal_blocks(other.unet), other.name, architecture=theirs)
+
+
+def test_architecture_hash_does_not_depend_on_diffusers_bookkeeping(tiny_model_dir, tmp_path):
+    """ZeroScope's unet config lacks keys newer diffusers has; diffusers lists them in ``_use_default_values`` in
+    an order that changes from process to process (string hashing), and the hash must not change with it."""
+    folder = tmp_path / "zeroscope-like"
+    shutil.copytree(tiny_model_dir, folder)
+    config_path = folder / "unet" / "config.json"
+    config = json.loads(config_path.read_text())
+    for key in ("num_attention_heads", "time_cond_proj_dim"):  # absent from ZeroScope v2's published config
+        config.pop(key, None)
+    config_path.write_text(json.dumps(config))
+    model = load_video_model(folder, "fp32", "sdpa", "cpu", use_cache=False)
+    loaded_config = dict(model.unet.config)
+    assert len(loaded_config["_use_default_values"]) == 2  # the premise: diffusers recorded what the file lacked
+    reordered = {**loaded_config, "_use_default_values": loaded_config["_use_default_values"][::-1]}
+    assert architecture_hash(reordered) == model.identity["architecture"]
+    assert architecture_hash({**loaded_config, "an_option_of_a_later_diffusers": None}) == model.identity["architecture"]
+    original = load_video_model(tiny_model_dir, "fp32", "sdpa", "cpu", use_cache=False)
+    assert original.identity["architecture"] == model.identity["architecture"]  # same architecture, same hash
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
@@ -107,6 +164,9 @@ def _rewrite(path, tensors=None, metadata=None):
         (lambda t, m: ({**t, "evil": torch.zeros(1)}, m), "unexpected tensors"),
         (lambda t, m: ({**t, "inverted_latent": torch.zeros(4, 3, 8, 8)}, m), "inverted latent"),
         (lambda t, m: ({k: torch.full_like(v, float("nan")) for k, v in t.items()}, m), "NaN"),
+        (lambda t, m: ({k: (v * 1e30 if k.startswith("value.") else v) for k, v in t.items()}, m), r"'value\..*up to .*e\+30.*1e\+07"),
+        (lambda t, m: ({k: (v * 1e30 if k.startswith("query_key.") else v) for k, v in t.items()}, m), r"'query_key\..*far beyond"),
+        (lambda t, m: ({**t, "inverted_latent": t["inverted_latent"] * 1e5}, m), r"'inverted_latent'.*far beyond the 1e\+04"),
     ],
 )
 def test_bad_contents_give_clear_errors(tiny_model, tmp_path, edit, message):
@@ -120,6 +180,16 @@ def test_bad_contents_give_clear_errors(tiny_model, tmp_path, edit, message):
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(EmbeddingFileError, match=message):
         load_embedding(path)
+
+
+def test_large_values_that_training_can_reach_still_load(tiny_model, tmp_path):
+    """The magnitude limits refuse only what no training run can produce."""
+    embedding = make_embedding(tiny_model)
+    for tensor in (*embedding.query_key.values(), *embedding.value.values()):
+        tensor.mul_(1e6 / tensor.abs().max())
+    embedding.inverted_latent.mul_(50 / embedding.inverted_latent.abs().max())
+    loaded = load_embedding(save_embedding(embedding, tmp_path / "e.safetensors"))
+    assert max(t.abs().max() for t in loaded.value.values()) == pytest.approx(1e6)
 
 
 def test_half_precision_tensors_load_as_fp32(tiny_model, tmp_path):

@@ -61,14 +61,19 @@ def build_tiny_unet(seed: int = 0, config: dict[str, Any] | None = None):
     return unet.eval()
 
 
-def build_tiny_pipeline_parts(seed: int = 0, prediction_type: str = "epsilon") -> dict[str, Any]:
-    """Random tiny ``unet``, ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler`` objects."""
+def build_tiny_pipeline_parts(
+    seed: int = 0, prediction_type: str = "epsilon", unet_config: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Random tiny ``unet``, ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler`` objects.
+
+    ``unet_config`` replaces :data:`TINY_UNET_CONFIG` (e.g. to build a model of another architecture).
+    """
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from ..testing.word_tokenizer import build_word_tokenizer
 
-    unet = build_tiny_unet(seed)
+    unet = build_tiny_unet(seed, unet_config)
     torch.manual_seed(seed + 1)
     vae = AutoencoderKL(
         in_channels=3,
@@ -107,11 +112,16 @@ def build_tiny_pipeline_parts(seed: int = 0, prediction_type: str = "epsilon") -
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
 
 
-def save_tiny_model(folder: str | Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
-    """Save a tiny random text-to-video model as a diffusers folder and return its path."""
+def save_tiny_model(
+    folder: str | Path, seed: int = 0, prediction_type: str = "epsilon", unet_config: dict[str, Any] | None = None
+) -> Path:
+    """Save a tiny random text-to-video model as a diffusers folder and return its path.
+
+    ``unet_config`` replaces :data:`TINY_UNET_CONFIG` for the UNet.
+    """
     from diffusers import TextToVideoSDPipeline
 
     folder = Path(folder)
-    pipe = TextToVideoSDPipeline(**build_tiny_pipeline_parts(seed, prediction_type))
+    pipe = TextToVideoSDPipeline(**build_tiny_pipeline_parts(seed, prediction_type, unet_config))
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
