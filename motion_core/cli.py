@@ -10,8 +10,6 @@ folder is checked before the model is loaded. Ctrl-C ends with one line saying w
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
 import json
 import logging
 import math
@@ -27,6 +25,7 @@ from typing import Any
 import torch
 
 from .attention import ATTENTION_CHOICES
+from .defaults import field_default, parameter_default
 from .embedding import LOSS_NAMES, MODE_CHOICES
 from .embedding_file import load_embedding, read_embedding_info
 from .errors import EmbeddingFileError, InvalidSettingError, MotionInversionError, VideoInputError
@@ -42,21 +41,6 @@ logger = logging.getLogger("motion_core")
 
 INTERRUPTED_EXIT_CODE = 130  # what shells report for a command ended by SIGINT
 ERROR_EXIT_CODE = 2
-
-
-def field_default(owner: type, name: str) -> Any:
-    """The default of dataclass field ``name`` of ``owner``: the one source of that setting's default."""
-    for field in dataclasses.fields(owner):
-        if field.name == name:
-            if field.default is dataclasses.MISSING:
-                raise TypeError(f"{owner.__name__}.{name} has no default")
-            return field.default
-    raise TypeError(f"{owner.__name__} has no field {name!r}")
-
-
-def parameter_default(function: Callable[..., Any], name: str) -> Any:
-    """The default of parameter ``name`` of ``function`` (for settings that live in a function's signature)."""
-    return inspect.signature(function).parameters[name].default
 
 
 def _seed(text: str) -> int:

@@ -11,7 +11,7 @@ from ..motion_core.safe_paths import unique_output_path
 from ..motion_core.sampling import AppliedMotion
 from ..motion_core.temporal_layers import find_temporal_blocks
 from . import comfy_bridge
-from .defaults import field_default
+from ..motion_core.defaults import field_default
 from .embedding_facts import embedding_facts
 from .handles import CATEGORY, EMBEDDING_PREFIX, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
 

@@ -7,7 +7,7 @@ from ..motion_core.frame_resize import RESIZE_MODES
 from ..motion_core.sampling import SamplingConfig
 from ..motion_core.video_io import read_video_frames
 from . import comfy_bridge
-from .defaults import field_default, parameter_default
+from ..motion_core.defaults import field_default, parameter_default
 from .handles import CATEGORY
 
 

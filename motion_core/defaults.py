@@ -1,4 +1,4 @@
-"""Widget defaults read from the core (its dataclasses and function signatures), so that each lives in one place."""
+"""Defaults read from their one source (the core's dataclasses and function signatures), for the CLI and the nodes."""
 
 from __future__ import annotations
 
