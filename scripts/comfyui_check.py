@@ -6,8 +6,8 @@ Start ComfyUI with this pack in ``custom_nodes`` first, e.g. ``python main.py --
 
 Each editor-format workflow is converted to the API format with the server's own ``/object_info`` (so widget order
 is checked against the real node definitions), queued, and waited for; then the outputs are checked on disk. A last
-check queues a long training run, presses Cancel (``/interrupt``), and checks that the partial embedding was saved
-and that the next prompt still runs.
+check queues a long training run, presses Cancel for that prompt once it runs (``/interrupt`` with its
+``prompt_id``), and checks that the partial embedding was saved and that the next prompt still runs.
 """
 
 from __future__ import annotations
@@ -79,6 +79,16 @@ def run_prompt(url: str, prompt: dict[str, Any], timeout: float = 1800) -> dict[
     raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
 
 
+def wait_until_running(url: str, prompt_id: str, timeout: float) -> bool:
+    """Wait until the server runs ``prompt_id`` (``/queue``: running entries are [number, prompt_id, ...])."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(entry[1] == prompt_id for entry in call(url, "/queue")["queue_running"]):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def set_training_steps(prompt: dict[str, Any], steps: int) -> dict[str, Any]:
     prompt = copy.deepcopy(prompt)
     for node in prompt.values():
@@ -91,12 +101,15 @@ def set_training_steps(prompt: dict[str, Any], steps: int) -> dict[str, Any]:
 def check(url: str, comfy_dir: Path, steps: int | None) -> list[str]:
     """Run every check; returns a list of failures (empty when all passed)."""
     failures: list[str] = []
+    system = call(url, "/system_stats")["system"]
+    logger.info("ComfyUI %s, torch %s", system.get("comfyui_version"), system.get("pytorch_version"))
     info = call(url, "/object_info")
     missing = [n for n in ("MI_LoadVideoModel", "MI_LoadVideoFrames", "MI_TrainMotionEmbedding", "MI_SaveMotionEmbedding",
                            "MI_LoadMotionEmbedding", "MI_ApplyMotionEmbedding", "MI_MotionSampler") if n not in info]
     if missing:
         return [f"nodes not registered: {missing}"]
     output_dir, embedding_dir = comfy_dir / "output", comfy_dir / "models" / "motion_embeddings"
+    train_seconds = 30.0  # how long train_and_sample takes here, measured below
     for path in sorted((ROOT / "workflows").glob("*.json")):
         prompt = to_api(json.loads(path.read_text()), info)
         if steps:
@@ -108,17 +121,26 @@ def check(url: str, comfy_dir: Path, steps: int | None) -> list[str]:
         new_files = set(output_dir.rglob("*.webp")) - before
         logger.info("%s: %s in %.0f s, wrote %s", path.name, status.get("status_str"), time.time() - start,
                     [p.name for p in new_files])
+        if path.name == "train_and_sample.json":
+            train_seconds = time.time() - start
         if status.get("status_str") != "success" or not new_files:
             failures.append(f"{path.name}: {json.dumps(status)[:800]}")
     train = json.loads((ROOT / "workflows" / "train_and_sample.json").read_text())
     prompt = set_training_steps(to_api(train, info), 100_000)
     before = set(embedding_dir.rglob("*.safetensors")) if embedding_dir.exists() else set()
     prompt_id = call(url, "/prompt", {"prompt": prompt})["prompt_id"]
-    time.sleep(15)
-    call(url, "/interrupt", {})
+    if not wait_until_running(url, prompt_id, timeout=120):
+        return failures + [f"the long training prompt {prompt_id} did not start in 120 s"]
+    # Cancel during the training steps: they come after loading and the inversion, which together take less than
+    # the whole short run above (a fixed wait would land in the inversion on a slow or busy machine)
+    time.sleep(max(10.0, train_seconds))
+    call(url, "/interrupt", {"prompt_id": prompt_id})  # only this prompt (a ComfyUI without targeted interrupt stops all)
     deadline = time.time() + 120
     while time.time() < deadline and prompt_id not in call(url, f"/history/{prompt_id}"):
         time.sleep(1)
+    if prompt_id not in call(url, f"/history/{prompt_id}"):
+        call(url, "/interrupt", {})
+        return failures + ["Cancel did not stop the training prompt within 120 s"]
     saved = set(embedding_dir.rglob("*.safetensors")) - before
     logger.info("Cancel: saved %s", [p.name for p in saved])
     if not saved:
