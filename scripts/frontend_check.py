@@ -165,9 +165,18 @@ def released_meaning(workflow: dict[str, Any], object_info: dict[str, Any], rele
         for name, spec in specs.items():
             if name in inputs or not is_widget(spec):
                 continue
-            inputs[name] = values[name] if name in values else widget_default(spec)
+            inputs[name] = migrated(values[name], spec) if name in values else widget_default(spec)
         prompt[str(node["id"])]["inputs"] = inputs
     return prompt
+
+
+def migrated(value: Any, spec: list[Any]) -> Any:
+    """A released value as the pack's web extension shows it today: a switch saved as true / false that became an
+    on / off choice (gradient checkpointing, now auto / on / off) reads as "on" / "off"."""
+    choices = spec[0] if isinstance(spec[0], list) else spec_options(spec).get("options") or []
+    if isinstance(value, bool) and {"on", "off"} <= set(choices):
+        return "on" if value else "off"
+    return value
 
 
 def workflow_files() -> list[tuple[str, Path]]:
@@ -183,9 +192,9 @@ def file_problems(label: str, workflow: dict[str, Any], frontend: dict[str, Any]
     if not label.startswith("released "):
         return compare_prompts(to_api(workflow, object_info), frontend, object_info) + type_problems(frontend, object_info)
     released = {kind: widgets for kind, widgets in json.loads(RELEASED_WIDGETS.read_text()).items() if kind != "_about"}
-    kinds_then = {(kind, name): then for kind, widgets in released.items() for name, then in widgets if then != "COMBO"}
+    # Retyped values are migrated (see migrated()), so what the editor queues must fit today's types.
     return (compare_prompts(released_meaning(workflow, object_info, released), frontend, object_info)
-            + type_problems(frontend, object_info, kinds_then))
+            + type_problems(frontend, object_info))
 
 
 def output_problems(workflow: dict[str, Any], entry: dict[str, Any], object_info: dict[str, Any]) -> list[str]:

@@ -87,6 +87,16 @@ def test_a_retyped_widget_keeps_the_old_value_of_a_released_file_but_not_of_a_cu
     assert len(check.type_problems(shifted, retyped, {("N", "checkpointing"): "BOOLEAN"})) == 2
 
 
+def test_a_released_switch_that_became_an_on_off_choice_means_on_or_off():
+    check = _script("frontend_check")
+    retyped = {"N": _node_info(STEPS, ("checkpointing", ["auto", "on", "off"], {"default": "auto"}), PREFIX)}
+    for saved, meant in ((False, "off"), (True, "on")):
+        meaning = check.released_meaning(_saved([200, saved, "demo"]), retyped, RELEASED_N)
+        assert meaning["1"]["inputs"] == {"steps": 200, "checkpointing": meant, "prefix": "demo"}
+    other = {"N": _node_info(STEPS, ("checkpointing", ["fast", "slow"], {}), PREFIX)}  # no on / off: left as saved
+    assert check.released_meaning(_saved([200, False, "demo"]), other, RELEASED_N)["1"]["inputs"]["checkpointing"] is False
+
+
 @pytest.mark.comfyui
 @needs_server
 def test_example_workflows_run_and_cancel_keeps_work():

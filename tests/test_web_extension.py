@@ -299,6 +299,29 @@ console.log(JSON.stringify({ inner: count(inner), deep: count(deep), root: count
 """
 
 
+LEGACY_CHECKPOINTING_DRIVER = r"""
+import { app, calls } from "./scripts/app.js";
+await import("./extensions/pack/motion_inversion.mjs");
+const ext = calls.extensions[0];
+function T() { this.size = [200, 80]; }
+T.prototype.onAfterGraphConfigured = function () { this.chained = true; };
+await ext.beforeRegisterNodeDef(T, { name: "MI_TrainMotionEmbedding" }, app);
+const shown = [];
+for (const value of [false, true, "auto", "off"]) {
+  const node = Object.assign(new T(), { widgets: [{ name: "steps", value: 3 }, { name: "gradient_checkpointing", value }] });
+  node.onAfterGraphConfigured();
+  shown.push([node.widgets[1].value, node.widgets[0].value, node.chained]);
+}
+console.log(JSON.stringify(shown));
+"""
+
+
+def test_checkpointing_saved_as_a_boolean_shows_as_on_or_off(sandbox: Path) -> None:
+    """A workflow saved when the widget was a switch loads with the choice the server runs, not 'false'."""
+    (sandbox / "driver.mjs").write_text(LEGACY_CHECKPOINTING_DRIVER)
+    assert run_driver(sandbox) == [["off", 3, True], ["on", 3, True], ["auto", 3, True], ["off", 3, True]]
+
+
 def test_loss_curve_reaches_a_node_inside_a_subgraph(sandbox: Path) -> None:
     """Inside a subgraph the server names the node by its execution id path ("5:3"), as core's own messages do."""
     (sandbox / "driver.mjs").write_text(SUBGRAPH_DRIVER)

@@ -222,6 +222,17 @@ app.registerExtension({
 
     proto.miKind = kind; // lets the loss listener ignore nodes that are not ours
 
+    if (kind === TRAIN_NODE) {
+      // Workflows saved before checkpointing became auto / on / off store true / false: show what the server runs.
+      const prevConfigured = proto.onAfterGraphConfigured;
+      proto.onAfterGraphConfigured = function () {
+        const r = prevConfigured?.apply(this, arguments);
+        const w = this.widgets?.find((x) => x.name === "gradient_checkpointing");
+        if (w && typeof w.value === "boolean") w.value = w.value ? "on" : "off";
+        return r;
+      };
+    }
+
     const prevExecuted = proto.onExecuted;
     proto.onExecuted = function (message) {
       const r = prevExecuted?.apply(this, arguments);
