@@ -59,10 +59,11 @@ Defaults: all temporal layers (``layer_set="all"``), AdamW lr 0.1, 200 steps, 50
 checkpointing (the model is tiny). Sampling: 32x32, 8 frames, DDIM 25 steps, guidance 1.5. Generation seeds and
 prompts are the same across settings, so the settings are compared on paired clips.
 
-Size and run time (2 CPU cores, torch.set_num_threads(2), measured alone): one embedding ~10 s (base), a
-hybrid one ~2x that; one clip ~0.75 s. The full run (4 references x 2 training seeds x 3 losses = 24
-embeddings; 13 settings x 4 references x 2 seeds x 4 clips = 32 clips per setting, 416 clips) takes about
-10-12 minutes alone and stays under 30 minutes with the CPU shared. ``--quick`` (1 reference, 1 seed,
+Size and run time (2 CPU cores, torch.set_num_threads(2)): one embedding ~10 s alone (base), a hybrid one ~2x
+that; one clip ~0.75 s. The full run (4 references x 2 training seeds x 4 embeddings (base with each inversion,
+debiased temporal, debiased hybrid) = 32 embeddings; 17 settings x 4 references x 2 seeds x 4 clips = 32 clips per
+setting, 544 clips) took 47 minutes on 2026-12-01 with the CPU shared with other jobs (the earlier 13-setting
+run took 11 minutes alone). ``--quick`` (1 reference, 1 seed,
 4 clips per setting, 100 training steps) takes about 1-3 minutes.
 
 Usage::
