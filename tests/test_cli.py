@@ -306,7 +306,7 @@ def test_a_frame_rate_no_file_can_hold_is_refused_with_the_arguments(tiny_model_
     with pytest.raises(SystemExit) as stop:
         cli.main(sample_args(tiny_model_dir, tmp_path / "clip.mp4", "--fps", fps))
     assert stop.value.code == 2
-    assert "Frame rate must be between" in capsys.readouterr().err
+    assert "Frame rate must be" in capsys.readouterr().err
 
 
 def test_fifos_and_folders_are_named_as_what_they_are(tiny_model_dir, reference_video, trained_file, tmp_path, caplog):

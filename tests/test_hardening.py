@@ -228,22 +228,28 @@ def test_save_that_fails_midway_keeps_the_old_file_byte_for_byte(tiny_model, tmp
 
 
 def test_interrupted_save_keeps_the_old_file_and_releases_its_handle(tiny_model, tmp_path, monkeypatch):
-    """Cancel (a BaseException) after the writer wrote some bytes. Pillow closes its own file only on
-    ``Exception``: the GIF writer used to keep a handle open on the deleted partial file."""
-    import PIL.Image
+    """Cancel (a BaseException) after the writer wrote some bytes: no handle stays open on the deleted partial
+    file (Pillow's own GIF writer closed its file only on ``Exception``; the pack's writer writes into a handle the
+    pack owns and always closes)."""
+    from PIL import GifImagePlugin
 
     from motion_core import embedding_file
 
-    def writes_then_cancels(_image, handle, _filename):
-        handle.write(b"GIF89a" + bytes(512))
-        raise KeyboardInterrupt
+    real_getdata = GifImagePlugin.getdata
+    frames_written = []
 
-    PIL.Image.init()  # register the real plugins first, or they would replace the stand-in on first use
-    monkeypatch.setitem(PIL.Image.SAVE_ALL, "GIF", writes_then_cancels)
+    def second_frame_cancels(image, **kwargs):
+        if frames_written:
+            raise KeyboardInterrupt
+        frames_written.append(1)
+        return real_getdata(image, **kwargs)
+
+    monkeypatch.setattr(GifImagePlugin, "getdata", second_frame_cancels)
     existing = _write_existing("mp4", tmp_path, {}).rename(tmp_path / "keep.gif")
     old_bytes = existing.read_bytes()
     with pytest.raises(KeyboardInterrupt) as cancelled:
         write_video(torch.rand(4, 16, 16, 3), existing, fps=4)
+    assert frames_written  # the header and a first frame were written before the Cancel
     # While the traceback lives (ComfyUI keeps it to report the interruption), so do the writer's frames.
     assert cancelled.traceback and _open_partial_handles() == []
     assert existing.read_bytes() == old_bytes and _partials(tmp_path) == []
