@@ -87,8 +87,9 @@ def test_fewer_frames_than_asked_says_how_many(lossless):
         read_video_frames(lossless, start_frame=50)
 
 
-def test_lazy_decoding_stops_early(tmp_path, monkeypatch):
-    path = write_clip(tmp_path / "long.mkv", 300, size=16)
+@pytest.fixture
+def decoded_frames(monkeypatch) -> dict[str, int]:
+    """Counts the frames PyAV converts to arrays (``["n"]``), i.e. the frames the reader really decoded."""
     calls = {"n": 0}
     original = av.VideoFrame.to_ndarray
 
@@ -97,8 +98,13 @@ def test_lazy_decoding_stops_early(tmp_path, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(av.VideoFrame, "to_ndarray", counting)
+    return calls
+
+
+def test_lazy_decoding_stops_early(tmp_path, decoded_frames):
+    path = write_clip(tmp_path / "long.mkv", 300, size=16)
     read_video_frames(path, frame_count=4)
-    assert calls["n"] == 4
+    assert decoded_frames["n"] == 4
 
 
 @pytest.mark.parametrize("codec, pix_fmt, fmt, suffix", [
@@ -366,22 +372,14 @@ def test_decoding_to_a_small_size_never_holds_the_clip_at_full_size(tmp_path):
 
 # --- Sizes are bounded before any work ------------------------------------------------------------------------
 
-def test_absurd_sizes_are_refused_before_decoding(lossless, monkeypatch):
-    calls = {"n": 0}
-    original = av.VideoFrame.to_ndarray
-
-    def counting(self, *args, **kwargs):
-        calls["n"] += 1
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(av.VideoFrame, "to_ndarray", counting)
+def test_absurd_sizes_are_refused_before_decoding(lossless, decoded_frames):
     with pytest.raises(InvalidSettingError, match=rf"100000x0 .*at most {MAX_FRAME_SIDE} pixels"):
         read_video_frames(lossless, width=100000)
     with pytest.raises(InvalidSettingError, match=rf"100000x100000 .*at most {MAX_FRAME_SIDE}"):
         read_video_frames(lossless, frame_count=4, width=100000, height=100000)
     with pytest.raises(InvalidSettingError, match=r"1000000 frames of 1024x1024 need 11718.75 GiB .*limit"):
         read_video_frames(lossless, frame_count=1_000_000, width=1024, height=1024)
-    assert calls["n"] == 0  # nothing was decoded
+    assert decoded_frames["n"] == 0  # nothing was decoded
     with pytest.raises(InvalidSettingError, match=rf"at most {MAX_FRAME_SIDE}"):
         resize_frames(torch.zeros(1, 4, 4, 3), 100000, 16)
     with pytest.raises(InvalidSettingError, match="GiB"):
