@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..motion_core.defaults import field_default
 from ..motion_core.embedding import EMBEDDING_DEFAULT_MODE, MODE_CHOICES, MotionEmbedding, check_fits, resolve_mode
 from ..motion_core.embedding_file import load_embedding, save_embedding
 from ..motion_core.errors import EmbeddingFileError
@@ -11,7 +12,6 @@ from ..motion_core.safe_paths import unique_output_path
 from ..motion_core.sampling import AppliedMotion
 from ..motion_core.temporal_layers import find_temporal_blocks
 from . import comfy_bridge
-from ..motion_core.defaults import field_default
 from .embedding_facts import embedding_facts
 from .handles import CATEGORY, EMBEDDING_PREFIX, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
 

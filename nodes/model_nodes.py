@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ..motion_core.attention import ATTENTION_CHOICES
+from ..motion_core.defaults import parameter_default
 from ..motion_core.errors import ModelLoadError
 from ..motion_core.model_loading import PRECISION_CHOICES, load_video_model
 from . import comfy_bridge
-from ..motion_core.defaults import parameter_default
 from .handles import CATEGORY, MODEL_TYPE, MotionModel
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from ..motion_core.defaults import field_default
 from ..motion_core.diffusion import decode_latents
 from ..motion_core.sampling import SCHEDULERS, SamplingConfig, sample_video
 from . import comfy_bridge
-from ..motion_core.defaults import field_default
 from .handles import CATEGORY, MODEL_TYPE, MotionModel
 
 PREVIEW_MAX_SIZE = 512

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..motion_core.defaults import field_default
 from ..motion_core.embedding import LOSS_NAMES, MotionEmbedding
 from ..motion_core.loss_plot import render_loss_curve
 from ..motion_core.memory_estimate import estimate_training_bytes
@@ -16,7 +17,6 @@ from ..motion_core.sampling import SamplingConfig
 from ..motion_core.temporal_layers import LAYER_SETS
 from ..motion_core.training import CHECKPOINTING_CHOICES, INVERSION_CHOICES, TrainingConfig, train_motion_embedding
 from . import comfy_bridge
-from ..motion_core.defaults import field_default
 from .embedding_facts import embedding_facts
 from .frames_prep import prepare_training_frames
 from .handles import CATEGORY, EMBEDDING_PREFIX, EMBEDDING_TYPE, MODEL_TYPE, MotionModel

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from ..motion_core.defaults import field_default, parameter_default
 from ..motion_core.errors import VideoInputError
 from ..motion_core.frame_resize import RESIZE_MODES
 from ..motion_core.sampling import SamplingConfig
 from ..motion_core.video_io import read_video_frames
 from . import comfy_bridge
-from ..motion_core.defaults import field_default, parameter_default
 from .handles import CATEGORY
 
 
