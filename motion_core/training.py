@@ -377,18 +377,27 @@ class _Trainer:
         for proc in self.lora.values():
             proc.enabled, proc.frozen = draws.lora_on, True
         try:
-            with autocast(model):
-                prediction = model.unet(noisy.to(model.dtype), draws.timestep, encoder_hidden_states=self.text).sample
+            prediction = self._predict(noisy, draws.timestep)
             if config.loss == "base":
                 loss = base_loss(prediction, target)
             else:
                 loss = debiased_temporal_loss(prediction, target, draws.anchor)
-            value = float(loss.detach())
-            if math.isfinite(value):
-                self.scaler.scale(loss).backward()
+            value = self._backward_if_finite(loss)
         finally:
             for proc in self.lora.values():
                 proc.frozen = False
+        return value
+
+    def _predict(self, noisy: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """The UNet's output for ``noisy`` ``(1, C, F, h, w)`` at ``timestep``, under the model's autocast."""
+        with autocast(self.model):
+            return self.model.unet(noisy.to(self.model.dtype), timestep, encoder_hidden_states=self.text).sample
+
+    def _backward_if_finite(self, loss: torch.Tensor) -> float:
+        """Backpropagate ``loss`` (scaled for fp16) unless it is NaN/inf; returns its value either way."""
+        value = float(loss.detach())
+        if math.isfinite(value):
+            self.scaler.scale(loss).backward()
         return value
 
     def spatial_forward_backward(self, draws: StepDraws) -> float:
@@ -401,12 +410,9 @@ class _Trainer:
             proc.enabled = False
         try:
             noisy = add_noise(model.scheduler, clean, draws.spatial_noise, draws.timestep)
-            with autocast(model):
-                prediction = model.unet(noisy.to(model.dtype), draws.timestep, encoder_hidden_states=self.text).sample
+            prediction = self._predict(noisy, draws.timestep)
             loss = base_loss(prediction, training_target(model.scheduler, clean, draws.spatial_noise, draws.timestep))
-            value = float(loss.detach())
-            if math.isfinite(value):
-                self.scaler.scale(loss).backward()
+            value = self._backward_if_finite(loss)
         finally:
             for proc in self.processors.values():
                 proc.enabled = True
