@@ -42,3 +42,9 @@ def test_velocity_and_clean_estimate_are_consistent() -> None:
     at_half = fm.noisy_latents(x0, noise, torch.tensor(0.5))
     assert torch.allclose(fm.euler_step(at_half, noise - x0, 0.5, 0.0), x0, atol=1e-6)
     assert torch.allclose(fm.euler_step(at_half, noise - x0, 0.5, 1.0), noise, atol=1e-6)
+
+
+def test_shift_is_read_from_either_scheduler_config_key() -> None:
+    assert fm.shift_from_config({"flow_shift": 5.0}) == 5.0
+    assert fm.shift_from_config({"shift": 2.0}) == 2.0
+    assert fm.shift_from_config({}) == fm.DEFAULT_SHIFT
