@@ -7,6 +7,8 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from motion_core import flow_matching as fm
+from motion_core.testing.tiny_models import build_tiny_pipeline_parts
+from motion_core.text_encoding import encode_masked_prompts
 
 
 def test_noising_and_euler_step_match_diffusers_flow_scheduler() -> None:
@@ -48,3 +50,14 @@ def test_shift_is_read_from_either_scheduler_config_key() -> None:
     assert fm.shift_from_config({"flow_shift": 5.0}) == 5.0
     assert fm.shift_from_config({"shift": 2.0}) == 2.0
     assert fm.shift_from_config({}) == fm.DEFAULT_SHIFT
+
+
+def test_masked_prompt_encoding_zeroes_the_padding() -> None:
+    parts = build_tiny_pipeline_parts()
+    tokenizer, encoder = parts["tokenizer"], parts["text_encoder"]
+    short, longer = encode_masked_prompts(tokenizer, encoder, ["a red square", "a red square on the beach"])
+    real = int(tokenizer("a red square").attention_mask.__len__())  # tokens incl. start and end markers
+    assert short.shape == longer.shape == (12, 32)
+    assert torch.count_nonzero(short[real:]) == 0
+    assert bool((short[:real].abs().sum(-1) > 0).all())
+    assert bool((longer[: real + 3].abs().sum(-1) > 0).all())
