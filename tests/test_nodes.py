@@ -378,18 +378,31 @@ def test_widget_defaults_come_from_the_core(pack):
     apply_inputs = pack.NODE_CLASS_MAPPINGS["MI_ApplyMotionEmbedding"].INPUT_TYPES()["required"]
     training = core.training.TrainingConfig(prompt="x")
     sampling = core.sampling.SamplingConfig(prompt="x")
+    auto = pack.nodes.auto_widgets
     expected = [
-        (train_inputs, {"steps": training.steps, "learning_rate": training.learning_rate, "loss": training.loss,
-                        "layers": training.layer_set, "seed": training.seed, "save_every": training.save_every,
-                        "gradient_checkpointing": training.gradient_checkpointing, "inversion": training.inversion,
-                        "width": sampling.width, "height": sampling.height, "frame_count": sampling.frames}),
-        (sample_inputs, {"negative_prompt": sampling.negative_prompt, "width": sampling.width, "height": sampling.height,
-                         "frames": sampling.frames, "steps": sampling.steps, "cfg": sampling.guidance_scale,
-                         "seed": sampling.seed, "scheduler": sampling.scheduler, "noise_prior": sampling.noise_prior}),
+        (train_inputs, {"loss": training.loss, "seed": training.seed, "save_every": training.save_every,
+                        "gradient_checkpointing": training.gradient_checkpointing, "inversion": training.inversion}),
+        (sample_inputs, {"negative_prompt": sampling.negative_prompt, "seed": sampling.seed, "scheduler": sampling.scheduler,
+                         "noise_prior": sampling.noise_prior}),
         (apply_inputs, {"strength": core.sampling.AppliedMotion(embedding=None).strength}),
     ]
     for inputs, defaults in expected:
         assert {name: inputs[name][1]["default"] for name in defaults} == defaults
+    # The model-dependent widgets default to auto (the model's recommended value); without a motion_inversion.json
+    # that is the core's default, which the tooltip names (the values themselves: test_recommended_settings.py).
+    with_auto = [
+        (train_inputs, "steps", auto.AUTO, training.steps), (train_inputs, "learning_rate", auto.AUTO, training.learning_rate),
+        (train_inputs, "width", auto.AUTO, sampling.width), (train_inputs, "height", auto.AUTO, sampling.height),
+        (train_inputs, "frame_count", auto.AUTO_FRAME_COUNT, sampling.frames), (sample_inputs, "width", auto.AUTO, sampling.width),
+        (sample_inputs, "height", auto.AUTO, sampling.height), (sample_inputs, "frames", auto.AUTO, sampling.frames),
+        (sample_inputs, "steps", auto.AUTO, sampling.steps), (sample_inputs, "cfg", auto.AUTO_CFG, sampling.guidance_scale),
+    ]
+    for inputs, name, auto_value, core_default in with_auto:
+        options = inputs[name][1]
+        assert options["default"] == options["min"] == auto_value, name
+        assert f"default {core_default})" in options["tooltip"], (name, options["tooltip"])
+    assert train_inputs["layers"][0] == [auto.AUTO_LAYERS, *core.temporal_layers.LAYER_SETS]
+    assert train_inputs["layers"][1]["default"] == auto.AUTO_LAYERS and training.layer_set in train_inputs["layers"][1]["tooltip"]
     assert train_inputs["gradient_checkpointing"][0] == list(core.training.CHECKPOINTING_CHOICES)
     assert train_inputs["gradient_checkpointing"][1]["default"] == "auto" and training.save_every == 100
     assert train_inputs["inversion"][0] == list(core.training.INVERSION_CHOICES)
