@@ -32,7 +32,11 @@ from .errors import EmbeddingFileError, InvalidSettingError, MotionInversionErro
 from .frame_resize import RESIZE_MODES, resize_frames, snap_size
 from .model_loading import PRECISION_CHOICES, load_video_model
 from .recommended_settings import (
-    SETTINGS_FILE, RecommendedSettings, read_recommended_settings, resolve_recommended, resolve_sampling_recommended,
+    SETTINGS_FILE,
+    RecommendedSettings,
+    read_recommended_settings,
+    resolve_recommended,
+    resolve_sampling_recommended,
 )
 from .sampling import SCHEDULERS, SEED_LIMIT, AppliedMotion, SamplingConfig, sample_video
 from .temporal_layers import LAYER_SETS

@@ -21,7 +21,7 @@ import json
 import logging
 import math
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -250,8 +250,3 @@ def resolve_sampling_recommended(
         given = {**given, "frames": int(embedding_frames)}
     return resolve_recommended(settings, "sample", given, model_name)
 
-
-def settings_keys(section: str) -> tuple[str, ...]:
-    """The keys ``section`` may hold, in the order of the format."""
-    owner = TrainingRecommendation if _check_section(section) == "train" else SamplingRecommendation
-    return tuple(item.name for item in fields(owner))
