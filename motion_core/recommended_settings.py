@@ -33,14 +33,16 @@ logger = logging.getLogger(__name__)
 SETTINGS_FILE = "motion_inversion.json"
 FORMAT_VERSION = 1
 SECTIONS = ("train", "sample")
-MAX_SIDE = 8192  # pixels; the largest frame side the video reader accepts
-MAX_FRAMES = 1024
+# frame_resize.MAX_FRAME_SIDE, the largest side the pack resizes to (not imported: frame_resize imports
+# memory_estimate, which imports model_loading, which imports this module)
+MAX_SIDE = 8192
+MAX_FRAMES = 1024  # as many as the nodes' frame-count widgets offer
 
 
 @dataclass(frozen=True)
 class _Limit:
     """What a key may hold: ``kind`` int (a whole number) or float (any finite number) within ``low..high``
-    (``low`` excluded when ``low_open``), or a string from ``choices``."""
+    (``low`` excluded when ``low_open``), or (``kind`` str) a layer set name of the model's family."""
 
     kind: type
     low: float = 0
@@ -48,8 +50,7 @@ class _Limit:
     low_open: bool = False
 
     def describe(self) -> str:
-        if self.kind is str:
-            return "a layer set name"
+        """E.g. "a whole number from 1 to 8192" (numbers only: a string is checked against its choices)."""
         what = "a whole number" if self.kind is int else "a number"
         low = f"above {self.low:g}" if self.low_open else f"from {self.low:g}"
         return f"{what} {low} to {self.high:g}"

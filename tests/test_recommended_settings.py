@@ -105,6 +105,12 @@ def test_bad_files_name_the_file_and_the_key(tmp_path, content, names):
         assert name in message, (name, message)
 
 
+def test_the_largest_size_is_the_largest_the_pack_resizes_to():
+    from motion_core import frame_resize, recommended_settings
+
+    assert recommended_settings.MAX_SIDE == frame_resize.MAX_FRAME_SIDE
+
+
 def test_a_folder_named_like_the_file_is_refused(tmp_path):
     (tmp_path / SETTINGS_FILE).mkdir()
     with pytest.raises(ModelLoadError, match="not a regular file"):
