@@ -29,16 +29,17 @@ from .defaults import field_default, parameter_default
 from .embedding import LOSS_NAMES, MODE_CHOICES
 from .embedding_file import load_embedding, read_embedding_info
 from .errors import EmbeddingFileError, InvalidSettingError, MotionInversionError, VideoInputError
+from .families import ALL_LAYER_SETS, FAMILIES
 from .frame_resize import RESIZE_MODES, resize_frames, snap_size
 from .model_loading import PRECISION_CHOICES, load_video_model
 from .sampling import SCHEDULERS, SEED_LIMIT, AppliedMotion, SamplingConfig, sample_video
-from .temporal_layers import LAYER_SETS
 from .training import CHECKPOINTING_CHOICES, INVERSION_CHOICES, TrainingConfig, train_motion_embedding
 from .video_io import VIDEO_CONTAINERS
 from .video_io import read_video_frames, validate_fps, write_video
 
 logger = logging.getLogger("motion_core")
 
+LAYER_SETS_BY_FAMILY = "; ".join(f"{f.name}: {', '.join(f.layer_sets)}" for f in FAMILIES)
 INTERRUPTED_EXIT_CODE = 130  # what shells report for a command ended by SIGINT
 ERROR_EXIT_CODE = 2
 
@@ -106,7 +107,7 @@ TRAINING_SETTINGS: tuple[Setting, ...] = (
     Setting("--weight-decay", TrainingConfig, "weight_decay", "AdamW weight decay of the embeddings"),
     Setting("--loss", TrainingConfig, "loss", "base; debiased_temporal for deforming objects; debiased_hybrid for camera motion",
             LOSS_NAMES),
-    Setting("--layers", TrainingConfig, "layer_set", "temporal layers that get embeddings", LAYER_SETS),
+    Setting("--layers", TrainingConfig, "layer_set", "layers that get embeddings (" + LAYER_SETS_BY_FAMILY + ")", ALL_LAYER_SETS),
     Setting("--seed", TrainingConfig, "seed", "seed of the noise and timesteps of every step", type=_seed),
     Setting("--gradient-checkpointing", TrainingConfig, "gradient_checkpointing",
             "recompute activations in the backward pass (less memory, slower); auto: only when the run would not fit otherwise",
@@ -395,7 +396,7 @@ def _info(args: argparse.Namespace) -> None:
     info, shapes = read_embedding_info(args.embedding)
     summary = {
         "family": info.family, "base_model": info.base_model, "train_size": [info.train_width, info.train_height],
-        "frames": info.train_frames, "steps": info.steps, "loss": info.loss, "prompt": info.prompt,
+        "frames": info.train_frames, "latent_frames": info.frames, "steps": info.steps, "loss": info.loss, "prompt": info.prompt,
         "default_mode": info.default_mode, "layers": [b.name for b in info.blocks], "extra": info.extra,
         "parameters": sum(math.prod(s) for k, s in shapes.items() if k.startswith(("query_key.", "value."))),
         "training_state": any(k.startswith("training_state.") for k in shapes),

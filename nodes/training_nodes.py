@@ -9,12 +9,12 @@ import torch
 
 from ..motion_core.defaults import field_default
 from ..motion_core.embedding import LOSS_NAMES, MotionEmbedding
+from ..motion_core.families import ALL_LAYER_SETS, FAMILIES
 from ..motion_core.loss_plot import render_loss_curve
 from ..motion_core.memory_estimate import estimate_training_bytes
 from ..motion_core.model_loading import VideoModel
 from ..motion_core.safe_paths import unique_output_path
 from ..motion_core.sampling import SamplingConfig
-from ..motion_core.temporal_layers import LAYER_SETS
 from ..motion_core.training import CHECKPOINTING_CHOICES, INVERSION_CHOICES, TrainingConfig, train_motion_embedding
 from . import comfy_bridge
 from .embedding_facts import embedding_facts
@@ -22,6 +22,7 @@ from .frames_prep import prepare_training_frames
 from .handles import CATEGORY, EMBEDDING_PREFIX, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
 
 logger = logging.getLogger(__name__)
+LAYERS_TOOLTIP = " ".join(f"{f.name} models: {f.layer_set_help}" for f in FAMILIES)
 LOSS_EVENT = "motion_inversion.loss"
 _SIZE = SamplingConfig(prompt="")  # the paper's clip size (width, height, frames): trained as it is generated
 
@@ -39,7 +40,7 @@ def _on(tensor: torch.Tensor, device: torch.device) -> bool:
 def _model_bytes_off(model: VideoModel, device: torch.device) -> int:
     """Bytes of the model's weights that are not on ``device`` yet (0 once it is loaded there)."""
     total = 0
-    for module in (model.unet, model.vae, model.text_encoder):
+    for module in model.modules():
         for tensor in [*module.parameters(), *module.buffers()]:
             if not _on(tensor, device):
                 total += tensor.numel() * tensor.element_size()
@@ -51,7 +52,8 @@ def training_room(model: VideoModel, clip: torch.Tensor, config: TrainingConfig)
     model's weights where they are not there yet. ``auto`` checkpointing asks for room to train without it."""
     latent_h, latent_w = model.latent_size(clip.shape[2], clip.shape[1])
     checkpointing = config.gradient_checkpointing == "on"
-    need = estimate_training_bytes(model, clip.shape[0], latent_h, latent_w, checkpointing, config.layer_set)
+    frames = model.family.latent_frames(model.family.round_frames(clip.shape[0]))
+    need = estimate_training_bytes(model, frames, latent_h, latent_w, checkpointing, config.layer_set)
     return need + _model_bytes_off(model, model.device)
 
 
@@ -77,7 +79,7 @@ class TrainMotionEmbedding:
                 "steps": ("INT", {"default": _default("steps"), "min": 1, "max": 100_000, "tooltip": "Optimisation steps (paper: 400)."}),
                 "learning_rate": ("FLOAT", {"default": _default("learning_rate"), "min": 1e-6, "max": 10.0, "step": 0.001, "tooltip": "AdamW learning rate of the embeddings (paper: 0.02; the small demo model needs 0.1)."}),
                 "loss": (list(LOSS_NAMES), {"default": _default("loss"), "tooltip": "base: plain diffusion loss. debiased_temporal: for objects that deform a lot. debiased_hybrid: for camera motion (adds a temporary spatial LoRA)."}),
-                "layers": (list(LAYER_SETS), {"default": _default("layer_set"), "tooltip": "paper: the deepest temporal blocks (1280-channel on ZeroScope). paper+640 adds the next level. all: every temporal block."}),
+                "layers": (list(ALL_LAYER_SETS), {"default": _default("layer_set"), "tooltip": LAYERS_TOOLTIP}),
                 "width": ("INT", {"default": _SIZE.width, "min": 8, "max": 4096, "step": 8, "tooltip": "Training width; frames are resized (crop) and the size rounded to what the model accepts."}),
                 "height": ("INT", {"default": _SIZE.height, "min": 8, "max": 4096, "step": 8, "tooltip": "Training height."}),
                 "frame_count": ("INT", {"default": _SIZE.frames, "min": 0, "max": 1024, "tooltip": "Frames to train on (the first ones); 0 uses every frame given."}),
