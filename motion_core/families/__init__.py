@@ -15,8 +15,9 @@ from typing import Any
 from ..errors import ModelLoadError
 from .base import ModelFamily
 from .unet3d import UNet3DFamily
+from .wan import WanFamily
 
-FAMILIES: tuple[ModelFamily, ...] = (UNet3DFamily(),)
+FAMILIES: tuple[ModelFamily, ...] = (UNet3DFamily(), WanFamily())
 KNOWN_UNSUPPORTED = {
     "UNetMotionModel": "AnimateDiff",
     "UNetSpatioTemporalConditionModel": "Stable Video Diffusion",
