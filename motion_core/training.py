@@ -245,6 +245,9 @@ class _Trainer:
                 self.lora[name] = SpatialLoRAProcessor(modules[name], config.lora_rank, model.kernel).to(model.device)
             groups.append({"params": [p for proc in self.lora.values() for p in proc.parameters()], "lr": config.lora_learning_rate})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        count = sum(p.numel() for p in groups[0]["params"])
+        model_count = sum(p.numel() for p in model.denoiser.parameters())
+        logger.info("Training %d embedding parameters (%.2f %% of the denoiser's %d)", count, 100 * count / model_count, model_count)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(
             model.device.type, init_scale=GRAD_SCALER_INIT_SCALE, enabled=model.dtype == torch.float16

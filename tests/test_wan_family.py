@@ -171,6 +171,16 @@ def test_training_lowers_the_loss_on_a_fixed_clip_and_saves_format_3(wan, clip, 
     assert torch.equal(loaded.inverted_latent, result.embedding.inverted_latent)
 
 
+def test_a_bf16_wan_model_trains_and_samples_with_fp32_embeddings(tiny_wan_dir, clip):
+    model = load_video_model(tiny_wan_dir, "bf16", "auto", "cpu", use_cache=False)
+    assert model.denoiser.dtype == torch.bfloat16 and model.denoiser.scale_shift_table.dtype == torch.float32  # kept fp32
+    result = train_motion_embedding(model, clip, config(steps=3, inversion_steps=2))
+    assert all(t.dtype == torch.float32 for t in result.embedding.value.values())
+    assert result.losses[-1] < result.losses[0]
+    frames = sample_video(model, small(steps=2), AppliedMotion(result.embedding))
+    assert frames.shape == (9, 32, 32, 3) and torch.isfinite(frames).all()
+
+
 def test_flow_inversion_walks_the_sampler_sigmas_up_to_one(wan, clip):
     seen: list[float] = []
     handle = wan.denoiser.register_forward_pre_hook(lambda m, args, kwargs: seen.append(float(kwargs["timestep"][0])), with_kwargs=True)
