@@ -181,6 +181,24 @@ def test_a_bf16_wan_model_trains_and_samples_with_fp32_embeddings(tiny_wan_dir, 
     assert frames.shape == (9, 32, 32, 3) and torch.isfinite(frames).all()
 
 
+def test_resuming_an_interrupted_wan_run_matches_an_uninterrupted_one(wan, clip, tmp_path):
+    full = train_motion_embedding(wan, clip, config(steps=6))
+    path = tmp_path / "part.safetensors"
+
+    def stop_at_three(done, total, loss):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_motion_embedding(wan, clip, config(steps=6), path, on_step=stop_at_three)
+    partial = load_embedding(path)
+    assert partial.info.steps == 3 and partial.info.latent_frames == 3 and partial.training_state
+    resumed = train_motion_embedding(wan, clip, config(steps=6), resume=partial)
+    assert resumed.losses == pytest.approx(full.losses[3:], rel=1e-5)
+    for name, tensor in full.embedding.query_key.items():
+        torch.testing.assert_close(resumed.embedding.query_key[name], tensor, rtol=1e-5, atol=1e-7)
+
+
 def test_flow_inversion_walks_the_sampler_sigmas_up_to_one(wan, clip):
     seen: list[float] = []
     handle = wan.denoiser.register_forward_pre_hook(lambda m, args, kwargs: seen.append(float(kwargs["timestep"][0])), with_kwargs=True)
@@ -262,6 +280,9 @@ def test_the_nodes_list_load_train_and_sample_a_wan_folder(pack, tiny_wan_dir, t
     write_video(moving_square_clip(frames=9, size=32), tmp_path / "input" / "square.mp4", 8.0)
     pack.motion_core.model_loading.clear_model_cache()
     assert "tiny-wan" in bridge.list_video_models()
+    train_inputs = pack.NODE_CLASS_MAPPINGS["MI_TrainMotionEmbedding"].INPUT_TYPES()["required"]
+    sample_inputs = pack.NODE_CLASS_MAPPINGS["MI_MotionSampler"].INPUT_TYPES()["required"]
+    assert {"paper", "alternate", "last_half"} <= set(train_inputs["layers"][0]) and "euler" in sample_inputs["scheduler"][0]
 
     def run(name, **kwargs):
         cls = pack.NODE_CLASS_MAPPINGS[name]
