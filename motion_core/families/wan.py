@@ -51,11 +51,12 @@ VALUE_GRID_MAX_SIDE = 16
 SCHEDULERS = ("euler",)
 LOADABLE_LIBRARIES = ("transformers",)
 
-# Memory (first formula, not yet measured on the 1.3B; see estimate_training_bytes). Elements stored per token and
-# block for the backward pass, in units of the model width and of the feed-forward width.
-STORED_PER_TOKEN_DIM = 14
-STORED_PER_TOKEN_FFN = 2
-MEMORY_SAFETY = 1.5
+# Training memory: elements kept per token and block for the backward pass, in units of the model width and of the
+# feed-forward width. Calibrated on CPU, fp32 (a 4-block, dim-512, ffn-1536 Wan at 320 to 2880 tokens: 18.4 k
+# elements per token and block fit every measured peak; see estimate_training_bytes), then MEMORY_SAFETY on top.
+STORED_PER_TOKEN_DIM = 24
+STORED_PER_TOKEN_FFN = 4
+MEMORY_SAFETY = 1.25
 # AutoencoderKLWan works on 4 frames at a time with cached causal convolutions; live maps per element of
 # (frames of a chunk x pixels x base width), a floor counted from its encoder's first stage.
 WAN_VAE_MAPS = 6
@@ -297,12 +298,17 @@ class WanFamily(ModelFamily):
     def estimate_training_bytes(
         self, model: VideoModel, frames: int, latent_height: int, latent_width: int, checkpointing: bool, layer_set: str
     ) -> int:
-        """First formula, counted not measured (x :data:`MEMORY_SAFETY`). A block keeps about
-        ``14*dim + 2*ffn_dim`` elements per token for its backward pass (norms, q/k/v, attention and projection
-        outputs of attn1 and attn2, the feed-forward's hidden layer); blocks before the first site need none (no
-        gradient flows there). With diffusers' checkpointing only each block's input (``dim`` per token) is kept,
-        plus one block's full set during its recompute. SDPA keeps no score matrix on GPU; on CPU one layer's
-        scores ``heads*L^2`` are counted as working memory."""
+        """Activations of every block from the first site on (no gradient flows to the blocks before it), each
+        keeping ``24*dim + 4*ffn_dim`` elements per token; with diffusers' checkpointing only each block's input
+        (``dim`` per token) is kept, plus three blocks' worth during a block's recompute (its activations, their
+        gradients, the backward's temporaries). Times :data:`MEMORY_SAFETY`.
+
+        ``benchmarks/check_wan_memory_estimate.py`` measures peak RSS above the loaded model (CPU, fp32, all blocks
+        of a 4-block Wan with dim 512 and ffn 1536, 17 frames at 128 / 256 / 384 px = 320 / 1280 / 2880 tokens).
+        CPU RSS is noisy on a shared machine (the same case varied by up to 1.7x between runs); the factors keep the
+        estimate above the highest peak of three runs. SDPA on CPU keeps no score matrix: nothing grows with
+        tokens squared. Not yet measured on a GPU or on the 1.3B.
+        """
         config = model.denoiser.config
         element = torch.finfo(model.dtype).bits // 8
         tokens = self._tokens(model, frames, latent_height, latent_width)
@@ -311,9 +317,8 @@ class WanFamily(ModelFamily):
         count = len(model.denoiser.blocks)
         first = self._indices(count, layer_set if layer_set in LAYER_SETS else "all")[0]
         blocks = count - first
-        stored = blocks * tokens * dim + per_block if checkpointing else blocks * per_block
-        scores = int(config.num_attention_heads) * tokens * tokens if model.device.type == "cpu" else 0
-        return int(MEMORY_SAFETY * (stored + scores) * element)
+        stored = blocks * tokens * dim + 3 * per_block if checkpointing else blocks * per_block
+        return int(MEMORY_SAFETY * stored * element)
 
     def estimate_vae_encode_bytes(self, model: VideoModel, frames: int, height: int, width: int) -> int:
         """The clip in fp32 plus the encoder's live maps for one 4-frame chunk (a floor, not measured)."""
@@ -323,21 +328,20 @@ class WanFamily(ModelFamily):
 
     def estimate_sampling_bytes(self, model: VideoModel, frames: int, latent_height: int, latent_width: int, guided: bool) -> int:
         """A floor: latents (fp32, batch 2 with guidance), one block's working set (``4*dim + ffn_dim`` per token),
-        the CPU score matrix of one layer, and the VAE decode (the decoded clip plus one chunk's maps); the
-        transformer and the VAE run one after the other, so the larger counts."""
+        and the VAE decode (the decoded clip plus one chunk's maps); the transformer and the VAE run one after the
+        other, so the larger counts. (SDPA keeps no score matrix, so none is counted.)"""
         config = model.denoiser.config
         batch = 2 if guided else 1
         element = torch.finfo(model.dtype).bits // 8
         tokens = self._tokens(model, frames, latent_height, latent_width)
         dim = int(config.num_attention_heads * config.attention_head_dim)
         working = batch * tokens * (4 * dim + int(config.ffn_dim)) * element
-        scores = batch * int(config.num_attention_heads) * tokens * tokens * element if model.device.type == "cpu" else 0
         latents = 4 * batch * model.latent_channels * frames * latent_height * latent_width * 4
         pixels = latent_height * latent_width * self.vae_scale_factor(model) ** 2
         video_frames = 1 + (frames - 1) * TEMPORAL_FACTOR
         base = int(model.vae.config.decoder_base_dim or model.vae.config.base_dim)
         decode = (2 * video_frames * 3 + WAN_VAE_MAPS * TEMPORAL_FACTOR * base) * pixels * 4
-        return int(latents + max(working + scores, decode))
+        return int(latents + max(working, decode))
 
 
 def _load_transformer(cls: type, folder: Path, dtype: torch.dtype) -> nn.Module:
