@@ -43,7 +43,7 @@ class EmbeddingInfo:
 
     Attributes:
         family: model family the embedding was trained on (e.g. ``"unet3d"``).
-        base_model: name of the base model folder and a hash of its UNet architecture.
+        base_model: name of the base model folder and a hash of its denoiser architecture.
         blocks: the temporal blocks that carry embeddings.
         train_width, train_height, train_frames: pixel size and frame count of the training clip.
         latent_height, latent_width: latent grid of the training clip.
@@ -290,8 +290,8 @@ def check_fits(
     trained_architecture = info.base_model.get("architecture")
     if _comparable_hashes(trained_architecture, architecture) and architecture != trained_architecture:
         raise IncompatibleEmbeddingError(
-            f"This motion embedding was trained on {trained_on!r} (UNet architecture {trained_architecture}), but "
-            f"{model_name!r} has UNet architecture {architecture}: its layers have the same widths but are built "
+            f"This motion embedding was trained on {trained_on!r} (denoiser architecture {trained_architecture}), but "
+            f"{model_name!r} has denoiser architecture {architecture}: its layers have the same widths but are built "
             f"differently inside, so the embedding would not mean the same motion. Load {trained_on!r} or another "
             f"model with architecture {trained_architecture}, or train a new embedding on {model_name!r}."
         )
