@@ -302,3 +302,17 @@ def test_the_nodes_list_load_train_and_sample_a_wan_folder(pack, tiny_wan_dir, t
     (video,) = run("MI_MotionSampler", model=applied, prompt="a blue circle", negative_prompt="", width=32, height=32,
                    frames=9, steps=2, cfg=3.0, seed=0, scheduler="euler", noise_prior=0.5)
     assert video.shape == (9, 32, 32, 3) and torch.isfinite(video).all()
+
+
+def test_auto_layer_set_and_scheduler_are_each_familys_own_default(wan, tiny_model, clip, reference_clip):
+    """The dataclass defaults ("auto") work on both families: Wan resolves them to alternate/euler, UNet3D to the
+    paper's layer set and DDIM, and the resolved layer set (not "auto") is what the embedding file records."""
+    wan_run = train_motion_embedding(wan, clip, TrainingConfig(prompt=PROMPT, steps=1, inversion_steps=0, save_every=0))
+    assert TrainingConfig(prompt=PROMPT).layer_set == SamplingConfig(prompt=PROMPT).scheduler == "auto"
+    assert wan_run.embedding.info.extra["layer_set"] == "alternate"
+    assert [b.name for b in wan_run.embedding.info.blocks] == [b.name for b in wan.family.select_sites(wan.denoiser, "alternate", 4, 4)]
+    frames = sample_video(wan, small(scheduler="auto", steps=1), AppliedMotion(wan_run.embedding))
+    assert frames.shape == (9, 32, 32, 3)
+    unet_run = train_motion_embedding(tiny_model, reference_clip, TrainingConfig(prompt=PROMPT, steps=1, inversion_steps=0, save_every=0))
+    assert unet_run.embedding.info.extra["layer_set"] == "paper"
+    assert tiny_model.family.resolve_scheduler("auto") == "ddim"
