@@ -403,8 +403,9 @@ def test_widget_defaults_come_from_the_core(pack):
         options = inputs[name][1]
         assert options["default"] == options["min"] == auto_value, name
         assert f"default {core_default})" in options["tooltip"], (name, options["tooltip"])
-    assert train_inputs["layers"][0] == [auto.AUTO_LAYERS, *core.temporal_layers.LAYER_SETS]
-    assert train_inputs["layers"][1]["default"] == auto.AUTO_LAYERS and training.layer_set in train_inputs["layers"][1]["tooltip"]
+    assert train_inputs["layers"][0] == list(core.families.LAYER_CHOICES) and training.layer_set == auto.AUTO_LAYERS
+    assert set(core.temporal_layers.LAYER_SETS) < set(core.families.LAYER_CHOICES)
+    assert train_inputs["layers"][1]["default"] == auto.AUTO_LAYERS and "family's default" in train_inputs["layers"][1]["tooltip"]
     assert train_inputs["gradient_checkpointing"][0] == list(core.training.CHECKPOINTING_CHOICES)
     assert train_inputs["gradient_checkpointing"][1]["default"] == "auto" and training.save_every == 100
     assert train_inputs["inversion"][0] == list(core.training.INVERSION_CHOICES)
