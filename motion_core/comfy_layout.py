@@ -347,7 +347,7 @@ def _read_weights(component: Path) -> dict[str, torch.Tensor]:
     for file in files:
         try:
             with safe_open(str(file), framework="pt", device="cpu") as handle:
-                tensors.update({key: handle.get_tensor(key) for key in handle.keys()})
+                tensors.update({key: handle.get_tensor(key) for key in handle.keys()})  # noqa: SIM118 (not a dict)
         except (OSError, SafetensorError) as exc:
             raise ModelLoadError(f"Cannot read {file}: {exc}") from None
     return tensors

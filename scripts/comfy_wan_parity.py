@@ -21,11 +21,13 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
 
 def _weights_report(module, path: str) -> dict:
     """Keys of the file missing from / unknown to ``module``, and whether every loaded tensor equals the file's."""
-    from safetensors import safe_open
-
     loaded = module.state_dict()
     with safe_open(path, framework="pt", device="cpu") as handle:
         names = set(handle.keys())
@@ -48,10 +50,8 @@ def main() -> int:
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True  # before model_management reads it: the check runs on CPU in float32
-    import torch
-    from safetensors.torch import load_file, save_file
-
     import comfy.sd
+    import comfy.utils
 
     torch.manual_seed(0)
     inputs = load_file(args.inputs)

@@ -48,8 +48,8 @@ def wan_folder(tmp_path_factory, wan_models):
 
 def _assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    for key, tensor in a.items():
+        assert torch.equal(tensor, b[key]), key
 
 
 def _dit_output(model: WanTransformer3DModel) -> torch.Tensor:

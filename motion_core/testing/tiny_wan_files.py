@@ -15,14 +15,15 @@ from typing import Any
 
 import torch
 
-TINY_COMFY_WAN_DIT: dict[str, Any] = dict(
-    patch_size=(1, 2, 2), num_attention_heads=1, attention_head_dim=128, in_channels=16, out_channels=16,
-    text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-    eps=1e-6, rope_max_seq_len=64,
-)
-TINY_WAN_VAE: dict[str, Any] = dict(
-    base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True],
-)
+TINY_COMFY_WAN_DIT: dict[str, Any] = {
+    "patch_size": (1, 2, 2), "num_attention_heads": 1, "attention_head_dim": 128, "in_channels": 16, "out_channels": 16,
+    "text_dim": 32, "freq_dim": 32, "ffn_dim": 64, "num_layers": 2, "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "rope_max_seq_len": 64,
+}
+TINY_WAN_VAE: dict[str, Any] = {
+    "base_dim": 8, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
+    "temperal_downsample": [False, True, True],
+}
 
 
 def _perturb(model: torch.nn.Module, seed: int, scale: float) -> torch.nn.Module:
