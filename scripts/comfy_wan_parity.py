@@ -64,6 +64,8 @@ def main() -> int:
         "model_class": type(model).__name__,
         "diffusion_model_class": type(dit).__name__,
         "latent_format": type(model.latent_format).__name__,
+        "latents_mean": model.latent_format.latents_mean.flatten().tolist(),
+        "latents_std": model.latent_format.latents_std.flatten().tolist(),
         "unet_config": {k: v for k, v in model.model_config.unet_config.items() if isinstance(v, (int, float, str, bool, list, tuple))},
         "text_embedding_in": dit.text_embedding[0].weight.shape[1],
         "dit_dtype": str(next(dit.parameters()).dtype),

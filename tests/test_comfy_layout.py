@@ -8,6 +8,7 @@ files in a real ComfyUI.
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
@@ -20,6 +21,7 @@ from safetensors.torch import load_file
 from motion_core.cli import main
 from motion_core.comfy_layout import (
     WAN21_LATENTS_MEAN,
+    WAN21_LATENTS_STD,
     check_transformer_config,
     check_vae_config,
     export_comfy,
@@ -145,6 +147,14 @@ def test_a_vae_comfyui_would_build_otherwise_is_refused_naming_the_field(config,
     with pytest.raises(ModelLoadError, match=field):
         check_vae_config({**TINY_WAN_VAE, **config})
     check_vae_config({**TINY_WAN_VAE, "latents_mean": list(WAN21_LATENTS_MEAN)})  # Wan 2.1's own statistics pass
+
+
+def test_wan21_latent_statistics_are_diffusers_defaults():
+    # diffusers' WanPipeline and ComfyUI's Wan21 latent format normalise with the same constants (ComfyUI's side is
+    # checked in test_comfy_layout_integration.py): a VAE whose config keeps them means the same latents on both.
+    parameters = inspect.signature(AutoencoderKLWan.__init__).parameters
+    assert tuple(parameters["latents_mean"].default) == WAN21_LATENTS_MEAN
+    assert tuple(parameters["latents_std"].default) == WAN21_LATENTS_STD
 
 
 def test_refused_folder_writes_nothing_and_unknown_weights_are_not_dropped(tmp_path):

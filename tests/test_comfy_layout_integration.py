@@ -27,7 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from motion_core.comfy_layout import export_comfy, read_component
+from motion_core.comfy_layout import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, export_comfy, read_component
 from motion_core.testing.tiny_wan_files import build_tiny_wan_transformer, build_tiny_wan_vae, save_tiny_wan_folder
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
@@ -105,6 +105,8 @@ def _check(folder: Path, name: str, work: Path) -> None:
     config = report["unet_config"]
     assert (report["model_class"], report["diffusion_model_class"], report["latent_format"]) == ("WAN21", "WanModel", "Wan21")
     assert config["image_model"] == "wan2.1" and config["model_type"] == "t2v"
+    # The latent statistics the converter requires of a VAE are the ones ComfyUI normalises with.
+    assert report["latents_mean"] == pytest.approx(WAN21_LATENTS_MEAN) and report["latents_std"] == pytest.approx(WAN21_LATENTS_STD)
     inner = dit.config.num_attention_heads * dit.config.attention_head_dim
     assert (config["dim"], config["num_heads"], config["num_layers"], config["ffn_dim"]) == (
         inner, dit.config.num_attention_heads, dit.config.num_layers, dit.config.ffn_dim)
