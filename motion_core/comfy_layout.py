@@ -356,6 +356,11 @@ def _read_weights(component: Path) -> dict[str, torch.Tensor]:
 def read_component(model_dir: str | Path, component: str, class_name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(state dict, config)`` of ``model_dir/component``, refusing a component of another class."""
     folder = Path(model_dir) / component
+    if not folder.is_dir():
+        raise ModelLoadError(
+            f"{Path(model_dir).name} has no {component}/ folder: it is not a diffusers Wan folder "
+            f"(transformer/ with a WanTransformer3DModel, vae/ with an AutoencoderKLWan)."
+        )
     config = _read_config(folder / "config.json")
     found = config.get("_class_name")
     if found != class_name:

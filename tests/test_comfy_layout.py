@@ -157,7 +157,9 @@ def test_wan21_latent_statistics_are_diffusers_defaults():
     assert tuple(parameters["latents_std"].default) == WAN21_LATENTS_STD
 
 
-def test_refused_folder_writes_nothing_and_unknown_weights_are_not_dropped(tmp_path):
+def test_refused_folder_writes_nothing_and_unknown_weights_are_not_dropped(tmp_path, tiny_model_dir):
+    with pytest.raises(ModelLoadError, match="no transformer/ folder"):  # a UNet3D folder has no Wan DiT
+        export_comfy(tiny_model_dir, tmp_path / "models")
     folder = save_tiny_wan_folder(tmp_path / "heads12", build_tiny_wan_transformer(0, attention_head_dim=12, num_attention_heads=2),
                                   build_tiny_wan_vae(0))
     with pytest.raises(ModelLoadError, match="heads of 12"):
