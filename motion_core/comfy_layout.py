@@ -11,7 +11,8 @@ What ComfyUI can load (checked against ComfyUI 0.33.0, ``comfy/model_detection.p
   ``num_heads = dim // 128`` (so heads must be 128 wide) and fixes ``patch_size (1, 2, 2)``. A safetensors
   metadata entry ``config = {"transformer": {...}}`` overrides its guess; ComfyUI never reads ``text_dim`` from the
   weights (it defaults to UMT5-XXL's 4096), so every exported DiT carries ``text_dim`` and ``freq_dim`` there, plus
-  any of ``eps``, ``qk_norm``, ``cross_attn_norm`` that differ from Wan 2.1's.
+  ``eps`` and ``cross_attn_norm`` where they differ from Wan 2.1's. (diffusers 0.42 ignores its ``qk_norm`` field:
+  every ``WanAttention`` has q/k RMSNorms across all heads, which is ComfyUI's ``qk_norm=True``.)
 - VAE: ComfyUI reads the base width from ``decoder.head.0.gamma`` and fixes ``z_dim 16``, ``dim_mult [1, 2, 4, 4]``,
   ``num_res_blocks 2``, no attention scales and temporal downsampling ``[False, True, True]``; it normalises latents
   with Wan 2.1's fixed 16 means and stds. A VAE that differs in any of these would load wrongly or not at all, so
@@ -45,9 +46,7 @@ logger = logging.getLogger(__name__)
 COMFY_WAN_HEAD_DIM = 128
 COMFY_WAN_PATCH_SIZE = (1, 2, 2)
 # Fields ComfyUI sets itself; a DiT whose value differs gets it in the ``config`` metadata entry.
-_COMFY_WAN_FIXED = {"freq_dim": 256, "eps": 1e-6, "qk_norm": True, "cross_attn_norm": True}
-# diffusers' name of the one q/k norm ComfyUI's Wan has (an RMSNorm over all heads together).
-_DIFFUSERS_QK_NORM = "rms_norm_across_heads"
+_COMFY_WAN_FIXED = {"eps": 1e-6, "cross_attn_norm": True}
 
 # What ComfyUI's Wan 2.1 VAE loader fixes (comfy/sd.py, Wan 2.1 VAE branch), as diffusers config fields.
 COMFY_WAN_VAE_FIXED: dict[str, Any] = {
@@ -93,12 +92,6 @@ def check_transformer_config(config: Mapping[str, Any]) -> None:
             f"This Wan DiT has patch_size {list(patch)}; ComfyUI's Wan 2.1 loader fixes it at "
             f"{list(COMFY_WAN_PATCH_SIZE)} (its output head is sized for that). It cannot be converted."
         )
-    qk_norm = config.get("qk_norm", _DIFFUSERS_QK_NORM)
-    if qk_norm not in (None, _DIFFUSERS_QK_NORM):
-        raise ModelLoadError(
-            f"This Wan DiT uses qk_norm {qk_norm!r}; ComfyUI's Wan has only an RMSNorm across all heads "
-            f"({_DIFFUSERS_QK_NORM!r}) or none. It cannot be converted."
-        )
     extras = {key: config.get(key) for key in ("image_dim", "added_kv_proj_dim", "pos_embed_seq_len") if config.get(key)}
     if extras:
         raise ModelLoadError(
@@ -109,18 +102,15 @@ def check_transformer_config(config: Mapping[str, Any]) -> None:
 def comfy_transformer_metadata(config: Mapping[str, Any]) -> dict[str, Any]:
     """The ``"transformer"`` part of the ``config`` metadata entry: what ComfyUI would otherwise get wrong.
 
-    ``text_dim`` and ``freq_dim`` are always written (ComfyUI never reads ``text_dim`` from the weights); ``eps``,
-    ``qk_norm`` and ``cross_attn_norm`` only when they differ from what ComfyUI fixes.
+    ``text_dim`` and ``freq_dim`` are always written (ComfyUI never reads ``text_dim`` from the weights and fixes
+    ``freq_dim``); ``eps`` and ``cross_attn_norm`` only when they differ from what ComfyUI fixes. ``qk_norm`` is
+    never written: diffusers always normalises q and k, as ComfyUI does by default.
     """
     fields: dict[str, Any] = {
         "text_dim": int(config.get("text_dim", 4096)),
         "freq_dim": int(config.get("freq_dim", 256)),
     }
-    actual = {
-        "eps": float(config.get("eps", 1e-6)),
-        "qk_norm": config.get("qk_norm", _DIFFUSERS_QK_NORM) is not None,
-        "cross_attn_norm": bool(config.get("cross_attn_norm", True)),
-    }
+    actual = {"eps": float(config.get("eps", 1e-6)), "cross_attn_norm": bool(config.get("cross_attn_norm", True))}
     fields.update({key: value for key, value in actual.items() if value != _COMFY_WAN_FIXED[key]})
     return fields
 

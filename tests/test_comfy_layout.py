@@ -62,8 +62,8 @@ def _dit_output(model: WanTransformer3DModel) -> torch.Tensor:
         return model(latent, torch.tensor([637.0]), context).sample
 
 
-@pytest.mark.parametrize("overrides", [{}, {"cross_attn_norm": False, "qk_norm": None, "eps": 1e-5, "num_attention_heads": 2}],
-                         ids=["wan21", "no-norms-two-heads"])
+@pytest.mark.parametrize("overrides", [{}, {"cross_attn_norm": False, "eps": 1e-5, "num_attention_heads": 2}],
+                         ids=["wan21", "no-cross-norm-two-heads"])
 def test_dit_round_trip_through_diffusers_single_file_converter_is_exact(overrides):
     model = build_tiny_wan_transformer(3, **overrides)
     converted, metadata = transformer_to_comfy(model.state_dict(), model.config)
@@ -76,7 +76,7 @@ def test_dit_round_trip_through_diffusers_single_file_converter_is_exact(overrid
         assert not any(".norm3." in key for key in converted)
     expected = {"text_dim": 32, "freq_dim": 32}
     if overrides:
-        expected.update(eps=1e-5, qk_norm=False, cross_attn_norm=False)
+        expected.update(eps=1e-5, cross_attn_norm=False)
     assert json.loads(metadata["config"]) == {"transformer": expected}
 
     back = convert_wan_transformer_to_diffusers(dict(converted))
@@ -125,7 +125,6 @@ def test_export_writes_both_files_where_comfyui_looks_and_never_replaces_unasked
 @pytest.mark.parametrize(("config", "reason"), [
     ({"attention_head_dim": 12, "num_attention_heads": 2}, "heads of 12"),
     ({"patch_size": [1, 4, 4]}, "patch_size"),
-    ({"qk_norm": "rms_norm"}, "qk_norm"),
     ({"image_dim": 1280, "added_kv_proj_dim": 5120}, "image conditioning"),
 ])
 def test_a_dit_comfyui_would_misread_is_refused_with_the_reason(config, reason):

@@ -112,6 +112,7 @@ def _check(folder: Path, name: str, work: Path) -> None:
         inner, dit.config.num_attention_heads, dit.config.num_layers, dit.config.ffn_dim)
     assert (config["text_dim"], config["freq_dim"], report["text_embedding_in"]) == (
         dit.config.text_dim, dit.config.freq_dim, dit.config.text_dim)
+    assert (config["eps"], config["cross_attn_norm"], config["qk_norm"]) == (dit.config.eps, dit.config.cross_attn_norm, True)
     assert report["vae_class"] == "WanVAE" and report["vae_dim"] == vae.config.base_dim
     for part in ("dit_weights", "vae_weights"):  # every weight used, none missing, none changed
         assert report[part] == {"missing_in_file": [], "unused_from_file": [], "differing": []}, report[part]
@@ -127,9 +128,13 @@ def _check(folder: Path, name: str, work: Path) -> None:
         assert difference <= TOLERANCE * scale, (key, difference, scale)
 
 
-def test_tiny_wan_files_load_in_comfyui_and_compute_what_diffusers_computes(tmp_path):
-    folder = save_tiny_wan_folder(tmp_path / "tiny-wan", build_tiny_wan_transformer(7), build_tiny_wan_vae(7))
-    _check(folder, "tiny-wan", tmp_path)
+# The second DiT needs eps and cross_attn_norm from the metadata too (and has two heads).
+@pytest.mark.parametrize("overrides", [{}, {"cross_attn_norm": False, "eps": 1e-5, "num_attention_heads": 2}],
+                         ids=["wan21", "no-cross-norm-two-heads"])
+def test_tiny_wan_files_load_in_comfyui_and_compute_what_diffusers_computes(tmp_path, overrides):
+    name = "tiny-wan" + "".join(f"-{key}={value}" for key, value in overrides.items())
+    folder = save_tiny_wan_folder(tmp_path / name, build_tiny_wan_transformer(7, **overrides), build_tiny_wan_vae(7))
+    _check(folder, name, tmp_path)
 
 
 @pytest.mark.skipif(not (TOY_WAN / "transformer").is_dir(), reason="the toy-world Wan is not bundled in this checkout")
