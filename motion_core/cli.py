@@ -32,6 +32,13 @@ from .embedding_file import load_embedding, read_embedding_info
 from .errors import EmbeddingFileError, InvalidSettingError, MotionInversionError, VideoInputError
 from .frame_resize import RESIZE_MODES, resize_frames, snap_size
 from .model_loading import PRECISION_CHOICES, load_video_model
+from .recommended_settings import (
+    SETTINGS_FILE,
+    RecommendedSettings,
+    read_recommended_settings,
+    resolve_recommended,
+    resolve_sampling_recommended,
+)
 from .sampling import SCHEDULERS, SEED_LIMIT, AppliedMotion, SamplingConfig, sample_video
 from .temporal_layers import LAYER_SETS
 from .training import CHECKPOINTING_CHOICES, INVERSION_CHOICES, TrainingConfig, train_motion_embedding
@@ -70,6 +77,8 @@ class Setting:
         help: what it does.
         choices: allowed values, when there is a fixed list.
         type: argparse type; ``None`` takes the type of the default.
+        recommended: the key of the model's recommended settings (``motion_inversion.json``) that an unset option
+            takes, e.g. ``"width"`` (in the command's section: ``train`` or ``sample``); ``None``: the default is fixed.
     """
 
     flag: str
@@ -78,6 +87,7 @@ class Setting:
     help: str
     choices: tuple[str, ...] | None = None
     type: Callable[[str], Any] | None = None
+    recommended: str | None = None
 
     @property
     def dest(self) -> str:
@@ -92,22 +102,66 @@ class Setting:
         if isinstance(default, bool):  # bool("off") is True: a switch needs its own action, not a type
             raise TypeError(f"{self.flag}: boolean settings need a flag action")
         kind = self.type or type(default)
-        parser.add_argument(self.flag, dest=self.dest, type=kind, default=default, choices=self.choices, help=self.help)
+        if self.recommended is None:
+            parser.add_argument(self.flag, dest=self.dest, type=kind, default=default, choices=self.choices, help=self.help)
+            return
+        # The parsed default stays the library's, so code reading the namespace sees one source; _StoreGiven
+        # notes which options were typed, and the others take the model's recommended value once it is known.
+        help_text = f"{self.help} (default: the model's recommended value ({SETTINGS_FILE}), else %(default)s)"
+        parser.add_argument(self.flag, dest=self.dest, type=kind, default=default, choices=self.choices, help=help_text,
+                            action=_StoreGiven)
+
+
+GIVEN_OPTIONS = "given_options"  # namespace attribute: the dests of the recommendable options the user typed
+
+
+class _StoreGiven(argparse.Action):
+    """Stores an option's value and notes that it was given (an unset one takes the model's recommended value)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, GIVEN_OPTIONS, {*getattr(namespace, GIVEN_OPTIONS, ()), self.dest})
+
+
+def apply_recommended(args: argparse.Namespace, settings: tuple[Setting, ...], section: str, recommended: RecommendedSettings,
+                      model_name: str, embedding_frames: int | None = None) -> None:
+    """Set every recommendable option the user did not give to the model's recommended value (logged).
+
+    Args:
+        settings: the command's options; those with a ``recommended`` key are filled in.
+        section: ``"train"`` or ``"sample"``.
+        recommended: the model's :class:`~motion_core.recommended_settings.RecommendedSettings`.
+        embedding_frames: ``sample`` with an embedding: its training frame count, the default of ``--frames``.
+    """
+    given_options = getattr(args, GIVEN_OPTIONS, set())
+    keyed = {s.recommended: s for s in settings if s.recommended is not None}
+    given = {key: getattr(args, s.dest) if s.dest in given_options else None for key, s in keyed.items()}
+    if section == "sample":
+        values = resolve_sampling_recommended(recommended, given, model_name, embedding_frames)
+    else:
+        values = resolve_recommended(recommended, section, given, model_name)
+    for key, setting in keyed.items():
+        setattr(args, setting.dest, values[key])
 
 
 # The paper trains and samples at one size, so both commands take SamplingConfig's size and frame count.
 TRAINING_SIZE_SETTINGS: tuple[Setting, ...] = (
-    Setting("--width", SamplingConfig, "width", "training width in pixels (rounded to the model's multiple; 0: the video's)"),
-    Setting("--height", SamplingConfig, "height", "training height in pixels (rounded to the model's multiple; 0: the video's)"),
-    Setting("--frames", SamplingConfig, "frames", "frames to train on, taken from --start-frame every --stride frames (0: all)"),
+    Setting("--width", SamplingConfig, "width", "training width in pixels (rounded to the model's multiple; 0: the video's)",
+            recommended="width"),
+    Setting("--height", SamplingConfig, "height", "training height in pixels (rounded to the model's multiple; 0: the video's)",
+            recommended="height"),
+    Setting("--frames", SamplingConfig, "frames", "frames to train on, taken from --start-frame every --stride frames (0: all)",
+            recommended="frames"),
 )
 TRAINING_SETTINGS: tuple[Setting, ...] = (
-    Setting("--steps", TrainingConfig, "steps", "optimisation steps (a resumed run continues up to this number)"),
-    Setting("--lr", TrainingConfig, "learning_rate", "AdamW learning rate of the embeddings (the small demo model needs 0.1)"),
+    Setting("--steps", TrainingConfig, "steps", "optimisation steps (a resumed run continues up to this number)",
+            recommended="steps"),
+    Setting("--lr", TrainingConfig, "learning_rate", "AdamW learning rate of the embeddings", recommended="learning_rate"),
     Setting("--weight-decay", TrainingConfig, "weight_decay", "AdamW weight decay of the embeddings"),
     Setting("--loss", TrainingConfig, "loss", "base; debiased_temporal for deforming objects; debiased_hybrid for camera motion",
             LOSS_NAMES),
-    Setting("--layers", TrainingConfig, "layer_set", "temporal layers that get embeddings", LAYER_SETS),
+    Setting("--layers", TrainingConfig, "layer_set", "temporal layers that get embeddings", LAYER_SETS, recommended="layers"),
     Setting("--seed", TrainingConfig, "seed", "seed of the noise and timesteps of every step", type=_seed),
     Setting("--gradient-checkpointing", TrainingConfig, "gradient_checkpointing",
             "recompute activations in the backward pass (less memory, slower); auto: only when the run would not fit otherwise",
@@ -126,11 +180,13 @@ TRAINING_SETTINGS: tuple[Setting, ...] = (
 )
 SAMPLING_SETTINGS: tuple[Setting, ...] = (
     Setting("--negative-prompt", SamplingConfig, "negative_prompt", "what to avoid"),
-    Setting("--width", SamplingConfig, "width", "width in pixels (rounded to the model's multiple)"),
-    Setting("--height", SamplingConfig, "height", "height in pixels (rounded to the model's multiple)"),
-    Setting("--frames", SamplingConfig, "frames", "frame count (the embedding is resampled to it)"),
-    Setting("--steps", SamplingConfig, "steps", "denoising steps"),
-    Setting("--cfg", SamplingConfig, "guidance_scale", "classifier-free guidance scale (1 disables guidance)"),
+    Setting("--width", SamplingConfig, "width", "width in pixels (rounded to the model's multiple)", recommended="width"),
+    Setting("--height", SamplingConfig, "height", "height in pixels (rounded to the model's multiple)", recommended="height"),
+    Setting("--frames", SamplingConfig, "frames",
+            "frame count (the embedding is resampled to it); with --embedding and no --frames: the embedding's training "
+            "frame count", recommended="frames"),
+    Setting("--steps", SamplingConfig, "steps", "denoising steps", recommended="steps"),
+    Setting("--cfg", SamplingConfig, "guidance_scale", "classifier-free guidance scale (1 disables guidance)", recommended="cfg"),
     Setting("--seed", SamplingConfig, "seed", "noise seed, 0 to 2**64-1", type=_seed),
     Setting("--scheduler", SamplingConfig, "scheduler", "sampler (the paper uses ddim)", tuple(SCHEDULERS)),
     Setting("--noise-prior", SamplingConfig, "noise_prior",
@@ -348,6 +404,9 @@ def _what_was_kept(target: Path, out: Path) -> str:
 
 
 def _train(args: argparse.Namespace) -> None:
+    # Read before any other work: a malformed settings file is refused before the video or the model is touched.
+    apply_recommended(args, (*TRAINING_SIZE_SETTINGS, *TRAINING_SETTINGS), "train", read_recommended_settings(args.model),
+                      args.model.name)
     config = _training_config(args)
     check_input_file(args.video, "Video file", VideoInputError)
     if args.resume is not None:
@@ -390,10 +449,13 @@ def _sample(args: argparse.Namespace) -> None:
         check_input_file(args.embedding, "Embedding file", EmbeddingFileError)
     check_output(args.out, {"embedding file": args.embedding}, args.overwrite)
     _check_video_suffix(args.out)
+    recommended = read_recommended_settings(args.model)
     motion = None
     if args.embedding is not None:
         motion = AppliedMotion(load_embedding(args.embedding), args.strength, args.mode)
         logger.info("Applying %s at strength %g in %s mode", args.embedding.name, motion.strength, motion.resolved_mode)
+    embedding_frames = motion.embedding.info.train_frames if motion is not None else None
+    apply_recommended(args, SAMPLING_SETTINGS, "sample", recommended, args.model.name, embedding_frames)
     model = load_video_model(args.model, args.precision, args.attention, args.device)
     values = {s.field: getattr(args, s.dest) for s in SAMPLING_SETTINGS}
     values["width"], values["height"] = snap_size(args.width, args.height, model.size_multiple)

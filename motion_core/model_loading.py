@@ -18,6 +18,7 @@ import torch
 
 from .attention import AttentionKernel, resolve_kernel
 from .errors import InvalidSettingError, ModelLoadError
+from .recommended_settings import RecommendedSettings, read_recommended_settings
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class VideoModel:
         identity: ``{"name": ..., "architecture": <hash of the UNet config>}``.
         kernel: attention kernel used by the pack's temporal attention processors.
         dtype: dtype of the UNet and text encoder; the VAE always runs in fp32.
+        recommended: the folder's recommended settings (``motion_inversion.json``; none: the pack's defaults).
     """
 
     name: str
@@ -61,6 +63,7 @@ class VideoModel:
     dtype: torch.dtype
     kernel: AttentionKernel
     identity: dict[str, str] = field(default_factory=dict)
+    recommended: RecommendedSettings = field(default_factory=RecommendedSettings)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
@@ -210,6 +213,7 @@ def load_video_model(
         dtype=dtype,
         kernel=kernel,
         identity={"name": folder.name, "architecture": architecture_hash(parts["unet"].config)},
+        recommended=read_recommended_settings(folder),
         **parts,
     )
     if use_cache:

@@ -9,21 +9,22 @@ import torch
 
 from ..motion_core.defaults import field_default
 from ..motion_core.embedding import LOSS_NAMES, MotionEmbedding
+from ..motion_core.errors import VideoInputError
 from ..motion_core.loss_plot import render_loss_curve
 from ..motion_core.memory_estimate import estimate_training_bytes
 from ..motion_core.model_loading import VideoModel
+from ..motion_core.recommended_settings import resolve_recommended
 from ..motion_core.safe_paths import unique_output_path
-from ..motion_core.sampling import SamplingConfig
 from ..motion_core.temporal_layers import LAYER_SETS
 from ..motion_core.training import CHECKPOINTING_CHOICES, INVERSION_CHOICES, TrainingConfig, train_motion_embedding
 from . import comfy_bridge
+from .auto_widgets import AUTO, AUTO_FRAME_COUNT, AUTO_LAYERS, auto_tooltip, given
 from .embedding_facts import embedding_facts
 from .frames_prep import prepare_training_frames
 from .handles import CATEGORY, EMBEDDING_PREFIX, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
 
 logger = logging.getLogger(__name__)
 LOSS_EVENT = "motion_inversion.loss"
-_SIZE = SamplingConfig(prompt="")  # the paper's clip size (width, height, frames): trained as it is generated
 
 
 def _default(name: str) -> Any:
@@ -74,13 +75,13 @@ class TrainMotionEmbedding:
                 "model": (MODEL_TYPE, {"tooltip": "The video model to learn the motion for (its weights stay frozen)."}),
                 "frames": ("IMAGE", {"tooltip": "The reference clip: frames from Load Video Frames or any video loader."}),
                 "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What the reference clip shows, e.g. 'a man running on the beach'."}),
-                "steps": ("INT", {"default": _default("steps"), "min": 1, "max": 100_000, "tooltip": "Optimisation steps (paper: 400)."}),
-                "learning_rate": ("FLOAT", {"default": _default("learning_rate"), "min": 1e-6, "max": 10.0, "step": 0.001, "tooltip": "AdamW learning rate of the embeddings (paper: 0.02; the small demo model needs 0.1)."}),
+                "steps": ("INT", {"default": AUTO, "min": AUTO, "max": 100_000, "tooltip": auto_tooltip("Optimisation steps.", "train", "steps")}),
+                "learning_rate": ("FLOAT", {"default": float(AUTO), "min": float(AUTO), "max": 10.0, "step": 0.001, "tooltip": auto_tooltip("AdamW learning rate of the embeddings.", "train", "learning_rate")}),
                 "loss": (list(LOSS_NAMES), {"default": _default("loss"), "tooltip": "base: plain diffusion loss. debiased_temporal: for objects that deform a lot. debiased_hybrid: for camera motion (adds a temporary spatial LoRA)."}),
-                "layers": (list(LAYER_SETS), {"default": _default("layer_set"), "tooltip": "paper: the deepest temporal blocks (1280-channel on ZeroScope). paper+640 adds the next level. all: every temporal block."}),
-                "width": ("INT", {"default": _SIZE.width, "min": 8, "max": 4096, "step": 8, "tooltip": "Training width; frames are resized (crop) and the size rounded to what the model accepts."}),
-                "height": ("INT", {"default": _SIZE.height, "min": 8, "max": 4096, "step": 8, "tooltip": "Training height."}),
-                "frame_count": ("INT", {"default": _SIZE.frames, "min": 0, "max": 1024, "tooltip": "Frames to train on (the first ones); 0 uses every frame given."}),
+                "layers": ([AUTO_LAYERS, *LAYER_SETS], {"default": AUTO_LAYERS, "tooltip": "auto: the model's recommended layer set (without a motion_inversion.json, " + _default("layer_set") + "). paper: the deepest temporal blocks (1280-channel on ZeroScope). paper+640 adds the next level. all: every temporal block."}),
+                "width": ("INT", {"default": AUTO, "min": AUTO, "max": 4096, "step": 8, "tooltip": auto_tooltip("Training width; frames are resized (crop) and the size rounded to what the model accepts.", "train", "width")}),
+                "height": ("INT", {"default": AUTO, "min": AUTO, "max": 4096, "step": 8, "tooltip": auto_tooltip("Training height.", "train", "height")}),
+                "frame_count": ("INT", {"default": AUTO_FRAME_COUNT, "min": AUTO_FRAME_COUNT, "max": 1024, "tooltip": auto_tooltip("Frames to train on (the first ones); 0 uses every frame given.", "train", "frames", AUTO_FRAME_COUNT)}),
                 "seed": ("INT", {"default": _default("seed"), "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of the noise and timesteps drawn at each step."}),
                 "gradient_checkpointing": (list(CHECKPOINTING_CHOICES), {"default": _default("gradient_checkpointing"), "tooltip": "Recompute activations in the backward pass: much less memory, slower. auto: on only when the memory estimate says training would not fit without it."}),
                 "save_every": ("INT", {"default": _default("save_every"), "min": 0, "max": 100_000, "tooltip": "Also save the embedding every n steps (0: only at the end). Cancel always saves what was trained."}),
@@ -111,12 +112,21 @@ class TrainMotionEmbedding:
               filename_prefix: str, resume_from: MotionEmbedding | None = None, inversion: str = _default("inversion"),
               unique_id: str | None = None, dynprompt: Any = None):
         video_model = model.model
-        clip = prepare_training_frames(frames, width, height, frame_count, video_model.size_multiple)
-        config = TrainingConfig(prompt=prompt, steps=steps, learning_rate=learning_rate, loss=loss, layer_set=layers, seed=seed,
-                                gradient_checkpointing=gradient_checkpointing, save_every=save_every, inversion=inversion)
+        wanted = {"width": given(width, AUTO), "height": given(height, AUTO), "frames": given(frame_count, AUTO_FRAME_COUNT),
+                  "steps": given(steps, AUTO), "learning_rate": given(learning_rate, AUTO), "layers": given(layers, AUTO_LAYERS)}
+        chosen = resolve_recommended(video_model.recommended, "train", wanted, video_model.name)
+        if wanted["frames"] is None and isinstance(frames, torch.Tensor) and 0 < frames.shape[0] < chosen["frames"]:
+            raise VideoInputError(
+                f"The reference has {frames.shape[0]} frames but {video_model.name}'s recommended training frame count is "
+                f"{chosen['frames']}; set frame_count to {frames.shape[0]} or fewer (0 uses every frame), or load more frames."
+            )
+        clip = prepare_training_frames(frames, chosen["width"], chosen["height"], chosen["frames"], video_model.size_multiple)
+        config = TrainingConfig(prompt=prompt, steps=chosen["steps"], learning_rate=chosen["learning_rate"], loss=loss,
+                                layer_set=chosen["layers"], seed=seed, gradient_checkpointing=gradient_checkpointing,
+                                save_every=save_every, inversion=inversion)
         config.validate()
         path = unique_output_path(comfy_bridge.embedding_save_dir(), filename_prefix, ".safetensors")
-        progress = comfy_bridge.Progress(steps, unique_id)
+        progress = comfy_bridge.Progress(config.steps, unique_id)
         # The id the browser finds the node by: a subgraph path like "5:3"; an expanded node is shown by its parent.
         display_node = dynprompt.get_display_node_id(unique_id) if dynprompt is not None and unique_id is not None else unique_id
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from ..motion_core.defaults import field_default, parameter_default
+from ..motion_core.defaults import parameter_default
 from ..motion_core.errors import VideoInputError
 from ..motion_core.frame_resize import RESIZE_MODES
-from ..motion_core.sampling import SamplingConfig
 from ..motion_core.video_io import read_video_frames
 from . import comfy_bridge
 from .handles import CATEGORY
@@ -34,9 +33,9 @@ class LoadVideoFrames:
                 "video": (names, {"video_upload": True, "tooltip": "A video file in ComfyUI's input folder; upload one with the button."}),
                 "start_frame": ("INT", {"default": _default("start_frame"), "min": 0, "max": 1_000_000, "tooltip": "First frame to take (0 = the first frame of the file)."}),
                 "frame_stride": ("INT", {"default": _default("frame_stride"), "min": 1, "max": 1000, "tooltip": "Take every n-th frame (2 halves the frame rate and doubles the motion per frame)."}),
-                "frame_count": ("INT", {"default": field_default(SamplingConfig, "frames"), "min": 0, "max": 1024, "tooltip": "How many frames to take; 0 takes all. Asking for more than the file has is an error that says how many there are."}),
-                "width": ("INT", {"default": field_default(SamplingConfig, "width"), "min": 0, "max": 4096, "step": 8, "tooltip": "Output width in pixels; 0 keeps the source width."}),
-                "height": ("INT", {"default": field_default(SamplingConfig, "height"), "min": 0, "max": 4096, "step": 8, "tooltip": "Output height in pixels; 0 keeps the source height."}),
+                "frame_count": ("INT", {"default": _default("frame_count"), "min": 0, "max": 1024, "tooltip": "How many frames to take; 0 takes all (Train Motion Embedding then takes the frames it trains on). Asking for more than the file has is an error that says how many there are."}),
+                "width": ("INT", {"default": _default("width"), "min": 0, "max": 4096, "step": 8, "tooltip": "Output width in pixels; 0 keeps the source width (Train Motion Embedding resizes to the model's size anyway)."}),
+                "height": ("INT", {"default": _default("height"), "min": 0, "max": 4096, "step": 8, "tooltip": "Output height in pixels; 0 keeps the source height."}),
                 "resize_mode": (list(RESIZE_MODES), {"default": _default("resize_mode"), "tooltip": "crop: fill the frame and cut the overhang; pad: fit inside and add black bars; stretch: ignore the aspect ratio."}),
             }
         }

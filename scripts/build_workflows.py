@@ -23,12 +23,11 @@ DEMO_MODEL = "toyworld-t2v (bundled demo)"
 DEMO_CLIP = "toyworld_red_square_bounce.mp4"
 DEMO_EMBEDDING = "toyworld_red_square_bounce.safetensors (bundled demo)"
 
-# Settings that work for the bundled toy-world model (32x32, 8 frames; see toyworld/README.md).
-DEMO_TRAIN = {"prompt": "a red square", "steps": 200, "learning_rate": 0.1, "loss": "base", "layers": "all", "width": 32,
-              "height": 32, "frame_count": 8, "seed": 0, "gradient_checkpointing": "auto", "save_every": 50,
-              "filename_prefix": "motion_inversion/demo"}
-DEMO_SAMPLE = {"prompt": "a blue circle", "negative_prompt": "", "width": 32, "height": 32, "frames": 8, "steps": 25, "cfg": 1.5,
-               "seed": 0, "scheduler": "ddim", "noise_prior": 0.5}
+# The bundled toy-world model's settings come from its motion_inversion.json (32x32, 8 frames, 200 steps, learning
+# rate 0.1, layers all; sampling 25 steps, cfg 1.5): the size, frame, steps, learning-rate, layers and cfg widgets
+# stay at auto, so the examples show what a freshly added node does.
+DEMO_TRAIN = {"prompt": "a red square", "save_every": 50, "filename_prefix": "motion_inversion/demo"}
+DEMO_SAMPLE = {"prompt": "a blue circle"}
 
 CORE_NODES: dict[str, dict[str, Any]] = {
     # Core ComfyUI nodes used by the examples: (input name, type) in order, widget names in order, outputs.
@@ -137,7 +136,7 @@ def add_save_webp(g: "Graph", position: tuple[int, int], prefix: str) -> int:
 def train_and_sample(pack) -> dict[str, Any]:
     g = Graph(pack)
     model = g.add("MI_LoadVideoModel", (40, 40), {"model": DEMO_MODEL}, (320, 110))
-    frames = g.add("MI_LoadVideoFrames", (40, 200), {"video": DEMO_CLIP, "frame_count": 8, "width": 32, "height": 32}, (320, 330))
+    frames = g.add("MI_LoadVideoFrames", (40, 200), {"video": DEMO_CLIP}, (320, 330))
     train = g.add("MI_TrainMotionEmbedding", (400, 40), DEMO_TRAIN, (360, 520))
     curve = g.add("PreviewImage", (800, 40), None, (360, 260))
     apply = g.add("MI_ApplyMotionEmbedding", (800, 340), {"strength": 1.0}, (320, 130))

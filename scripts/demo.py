@@ -21,11 +21,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from motion_core.model_loading import load_video_model  # noqa: E402
-from motion_core.sampling import AppliedMotion, SamplingConfig, sample_video  # noqa: E402
-from motion_core.training import TrainingConfig, train_motion_embedding  # noqa: E402
-from motion_core.video_io import read_video_frames, write_side_by_side  # noqa: E402
-from toyworld.metrics import detect_clip, motion_cosine, motion_pearson  # noqa: E402
+from motion_core.model_loading import load_video_model
+from motion_core.recommended_settings import resolve_recommended
+from motion_core.sampling import AppliedMotion, SamplingConfig, sample_video
+from motion_core.training import TrainingConfig, train_motion_embedding
+from motion_core.video_io import read_video_frames, write_side_by_side
+from toyworld.metrics import detect_clip, motion_cosine, motion_pearson
 
 logger = logging.getLogger("demo")
 MODEL = ROOT / "assets" / "toyworld-t2v"
@@ -35,26 +36,30 @@ CLIP = ROOT / "assets" / "sample_clips" / "toyworld_red_square_bounce.mp4"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompt", default="a blue circle", help="the new clip's appearance")
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the model's recommended, 200)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's recommended, 0.1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "output" / "demo")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     started = time.perf_counter()
     model = load_video_model(MODEL, "fp32", "auto", "cpu")
-    reference = read_video_frames(CLIP, frame_count=8, width=32, height=32).frames
-    logger.info("Training a motion embedding on %s (%d steps)...", CLIP.name, args.steps)
+    train = resolve_recommended(model.recommended, "train", {"width": None, "height": None, "frames": None, "steps": args.steps,
+                                                             "learning_rate": args.lr, "layers": None}, model.name)
+    sample = resolve_recommended(model.recommended, "sample", dict.fromkeys(("width", "height", "frames", "steps", "cfg")), model.name)
+    reference = read_video_frames(CLIP, frame_count=train["frames"], width=train["width"], height=train["height"]).frames
+    logger.info("Training a motion embedding on %s (%d steps)...", CLIP.name, train["steps"])
 
     def report(done: int, total: int, loss: float) -> None:
         if done % 50 == 0 or done == total:
             logger.info("  step %d/%d  loss %.4f", done, total, loss)
 
-    config = TrainingConfig(prompt="a red square", steps=args.steps, learning_rate=args.lr, layer_set="all",
-                            seed=args.seed, gradient_checkpointing=False)
+    config = TrainingConfig(prompt="a red square", steps=train["steps"], learning_rate=train["learning_rate"],
+                            layer_set=train["layers"], seed=args.seed, gradient_checkpointing=False)
     args.out.mkdir(parents=True, exist_ok=True)
     embedding = train_motion_embedding(model, reference, config, args.out / "red_square_bounce.safetensors", on_step=report).embedding
-    sampling = SamplingConfig(prompt=args.prompt, width=32, height=32, frames=8, steps=25, guidance_scale=1.5, seed=args.seed)
+    sampling = SamplingConfig(prompt=args.prompt, width=sample["width"], height=sample["height"], frames=sample["frames"],
+                              steps=sample["steps"], guidance_scale=sample["cfg"], seed=args.seed)
     with_motion = sample_video(model, sampling, AppliedMotion(embedding, 1.0, "object"))
     without = sample_video(model, SamplingConfig(**{**sampling.__dict__, "noise_prior": 0.0}))
     for suffix in (".gif", ".mp4"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import logging
 import os
 import queue
@@ -17,6 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 from motion_core import cli
 from motion_core.embedding import EMBEDDING_DEFAULT_MODE, MODE_CHOICES
@@ -330,3 +332,105 @@ def test_fifos_and_folders_are_named_as_what_they_are(tiny_model_dir, reference_
     assert cli.main(train_args(tiny_model_dir, reference_video, folder)) == 2
     assert "is a folder" in caplog.text
     shutil.rmtree(folder)
+
+
+# ----- the model's recommended settings (motion_inversion.json) -----
+RECOMMENDED = {
+    "format_version": 1,
+    "train": {"width": 32, "height": 24, "frames": 5, "steps": 3, "learning_rate": 0.05, "layers": "all"},
+    "sample": {"width": 24, "height": 16, "frames": 4, "steps": 2, "cfg": 2.0},
+}
+
+
+@pytest.fixture
+def recommending_model_dir(tiny_model_dir, tmp_path) -> Path:
+    """The tiny model with a motion_inversion.json of its own."""
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "tiny-recommending")
+    (folder / "motion_inversion.json").write_text(json.dumps(RECOMMENDED))
+    return folder
+
+
+def same_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_and_sample_need_no_other_flag_and_use_the_models_recommended_settings(
+    recommending_model_dir, reference_video, tmp_path, caplog
+):
+    caplog.set_level(logging.INFO)
+    model = str(recommending_model_dir)
+    out = tmp_path / "auto.safetensors"
+    assert cli.main(["train", "--model", model, "--video", str(reference_video), "--prompt", "a red square", "--out", str(out)]) == 0
+    info = read_embedding_info(out)[0]
+    assert (info.train_width, info.train_height, info.train_frames, info.steps) == (32, 24, 5, 3)
+    assert (info.extra["learning_rate"], info.extra["layer_set"]) == (0.05, "all")
+    assert ("tiny-recommending: recommended training settings from motion_inversion.json: width 32, height 24, frames 5, "
+            "steps 3, learning_rate 0.05, layers all") in caplog.text
+    # the same embedding as with every value typed out
+    typed = tmp_path / "typed.safetensors"
+    assert cli.main(["train", "--model", model, "--video", str(reference_video), "--prompt", "a red square", "--out", str(typed),
+                     "--width", "32", "--height", "24", "--frames", "5", "--steps", "3", "--lr", "0.05", "--layers", "all"]) == 0
+    auto_embedding, typed_embedding = load_embedding(out), load_embedding(typed)
+    assert same_tensors(auto_embedding.query_key, typed_embedding.query_key) and same_tensors(auto_embedding.value, typed_embedding.value)
+
+    # sampling with the embedding: the recommended size, steps and cfg; the embedding's 5 training frames
+    clip = tmp_path / "auto.gif"
+    assert cli.main(["sample", "--model", model, "--embedding", str(out), "--prompt", "a blue circle", "--out", str(clip)]) == 0
+    frames = read_video_frames(clip).frames
+    assert tuple(frames.shape) == (5, 16, 24, 3)
+    assert "sampling 5 frames, the embedding's training frame count" in caplog.text
+    typed_clip = tmp_path / "typed.gif"
+    assert cli.main(["sample", "--model", model, "--embedding", str(out), "--prompt", "a blue circle", "--out", str(typed_clip),
+                     "--width", "24", "--height", "16", "--frames", "5", "--steps", "2", "--cfg", "2"]) == 0
+    assert torch.equal(read_video_frames(typed_clip).frames, frames)
+    # without an embedding: the model's recommended frame count
+    plain = tmp_path / "plain.gif"
+    assert cli.main(["sample", "--model", model, "--prompt", "a blue circle", "--out", str(plain)]) == 0
+    assert tuple(read_video_frames(plain).frames.shape) == (4, 16, 24, 3)
+
+
+def test_explicit_flags_win_over_the_models_recommended_settings(recommending_model_dir, reference_video, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    model = str(recommending_model_dir)
+    out = tmp_path / "typed.safetensors"
+    args = ["train", "--model", model, "--video", str(reference_video), "--prompt", "a red square", "--out", str(out),
+            "--width", "16", "--frames", "6", "--steps", "2", "--lr", "0.2", "--layers", "paper", *FAST]
+    assert cli.main(args) == 0
+    info = read_embedding_info(out)[0]
+    assert (info.train_width, info.train_height, info.train_frames, info.steps) == (16, 24, 6, 2)
+    assert (info.extra["learning_rate"], info.extra["layer_set"]) == (0.2, "paper")
+    assert "recommended training settings from motion_inversion.json: height 24\n" in caplog.text  # only the one not given
+    clip = tmp_path / "typed.gif"
+    assert cli.main(["sample", "--model", model, "--embedding", str(out), "--prompt", "a blue circle", "--out", str(clip),
+                     "--frames", "3", "--height", "32", "--steps", "1", "--cfg", "1"]) == 0
+    assert tuple(read_video_frames(clip).frames.shape) == (3, 32, 24, 3)
+
+
+def test_a_malformed_settings_file_is_refused_before_any_work(recommending_model_dir, reference_video, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    settings = recommending_model_dir / "motion_inversion.json"
+    settings.write_text(json.dumps({"format_version": 1, "train": {"steps": "many"}}))
+    out = tmp_path / "e.safetensors"
+    train = ["train", "--model", str(recommending_model_dir), "--video", str(reference_video), "--prompt", "p", "--out", str(out)]
+    assert cli.main(train) == 2
+    assert f"{settings}: train.steps must be a whole number from 1 to 100000, got 'many'" in caplog.records[-1].getMessage()
+    settings.write_text(json.dumps({"format_version": 7}))
+    assert cli.main(["sample", "--model", str(recommending_model_dir), "--prompt", "p", "--out", str(tmp_path / "c.gif")]) == 2
+    assert "format_version 7 is not one this pack reads" in caplog.records[-1].getMessage()
+    assert "Loading" not in caplog.text and not out.exists()
+
+
+def test_help_says_which_options_take_the_models_recommended_value(capsys):
+    recommended = {"train": ["--width", "--height", "--frames", "--steps", "--lr", "--layers"],
+                   "sample": ["--width", "--height", "--frames", "--steps", "--cfg"]}
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, cli.argparse._SubParsersAction)).choices
+    for command, flags in recommended.items():
+        sub = commands[command]
+        text = sub.format_help().replace("\n", " ")
+        text = " ".join(text.split())
+        for action in sub._actions:
+            flag = action.option_strings[0] if action.option_strings else None
+            marked = action.help is not None and "the model's recommended value (motion_inversion.json)" in action.help
+            assert marked == (flag in flags), (command, flag)
+        assert "--width WIDTH " in text and "(default: the model's recommended value (motion_inversion.json), else 576)" in text

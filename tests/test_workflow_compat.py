@@ -194,7 +194,7 @@ def test_comfyui_still_checks_every_input_the_node_does_not_validate_itself(pack
     for setting in (True, False, "auto", "on", "off"):  # true/false: workflows saved when it was a switch
         assert comfy_validation_errors(train, {**inputs, "gradient_checkpointing": setting}, frozenset({"model", "frames"})) == []
     assert comfy_validation_errors(train, {**inputs, "gradient_checkpointing": "sometimes"}, frozenset({"model", "frames"}))
-    assert comfy_validation_errors(train, {**inputs, "steps": 0}, frozenset({"model", "frames"}))
+    assert comfy_validation_errors(train, {**inputs, "steps": -1}, frozenset({"model", "frames"}))  # 0 is auto since issue 10
     assert comfy_validation_errors(train, {**inputs, "inversion": "sideways"}, frozenset({"model", "frames"}))
     without_new_widget = {k: v for k, v in inputs.items() if k != "inversion"}  # an API prompt saved before it existed
     assert comfy_validation_errors(train, without_new_widget, frozenset({"model", "frames"})) == []
