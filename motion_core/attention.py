@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InvalidSettingError
+from .motion_math import TokenLayout, motion_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -87,26 +88,6 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: i
     return out.transpose(1, 2).reshape(batch, seq_q, inner)
 
 
-def _add_over_frames(hidden_states: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-    """``hidden_states (B*P, N, C) + embedding (P, N, C)`` broadcast over B without copying the embedding.
-
-    ``P`` is 1 for the query-key embedding and ``h*w`` for the value embedding.
-    """
-    positions, frames = embedding.shape[0], hidden_states.shape[1]
-    if embedding.shape[1] != frames:
-        raise InvalidSettingError(
-            f"Motion embedding has {embedding.shape[1]} frames but the model is running {frames}; "
-            "resample the embedding to the sampling frame count first."
-        )
-    if hidden_states.shape[0] % positions:
-        raise InvalidSettingError(
-            f"Motion embedding covers {positions} latent positions, which does not divide the "
-            f"{hidden_states.shape[0]} sequences of this layer; resample it to the sampling resolution first."
-        )
-    folded = hidden_states.view(-1, positions, frames, hidden_states.shape[2])
-    return (folded + embedding.to(hidden_states.dtype)).view_as(hidden_states)
-
-
 class MotionAttnProcessor(nn.Module):
     """Attention processor for a frames-only attention layer that adds motion embeddings.
 
@@ -150,10 +131,9 @@ class MotionAttnProcessor(nn.Module):
             raise RuntimeError("MotionAttnProcessor only handles unmasked frames-only self-attention (B*h*w, N, C).")
         residual = hidden_states
         qk_input = value_input = hidden_states
-        if self.enabled and self.query_key is not None:
-            qk_input = _add_over_frames(hidden_states, self.query_key)
-        if self.enabled and self.value is not None:
-            value_input = _add_over_frames(hidden_states, self.value)
+        if self.enabled:
+            layout = TokenLayout(hidden_states.shape[1], None, frames_outer=False)
+            qk_input, value_input = motion_inputs(hidden_states, self.query_key, self.value, None, layout)
         query = attn.to_q(qk_input)
         key = attn.to_k(qk_input)
         value = attn.to_v(value_input)

@@ -30,6 +30,7 @@ from .defaults import field_default, parameter_default
 from .embedding import LOSS_NAMES, MODE_CHOICES
 from .embedding_file import load_embedding, read_embedding_info
 from .errors import EmbeddingFileError, InvalidSettingError, MotionInversionError, VideoInputError
+from .families import FAMILIES, LAYER_CHOICES
 from .frame_resize import RESIZE_MODES, resize_frames, snap_size
 from .model_loading import PRECISION_CHOICES, load_video_model
 from .recommended_settings import (
@@ -40,13 +41,13 @@ from .recommended_settings import (
     resolve_sampling_recommended,
 )
 from .sampling import SCHEDULERS, SEED_LIMIT, AppliedMotion, SamplingConfig, sample_video
-from .temporal_layers import LAYER_SETS
 from .training import CHECKPOINTING_CHOICES, INVERSION_CHOICES, TrainingConfig, train_motion_embedding
 from .video_io import VIDEO_CONTAINERS
 from .video_io import read_video_frames, validate_fps, write_video
 
 logger = logging.getLogger("motion_core")
 
+LAYER_SETS_BY_FAMILY = "; ".join(f"{f.name}: {', '.join(f.layer_sets)}" for f in FAMILIES)
 INTERRUPTED_EXIT_CODE = 130  # what shells report for a command ended by SIGINT
 ERROR_EXIT_CODE = 2
 
@@ -161,7 +162,8 @@ TRAINING_SETTINGS: tuple[Setting, ...] = (
     Setting("--weight-decay", TrainingConfig, "weight_decay", "AdamW weight decay of the embeddings"),
     Setting("--loss", TrainingConfig, "loss", "base; debiased_temporal for deforming objects; debiased_hybrid for camera motion",
             LOSS_NAMES),
-    Setting("--layers", TrainingConfig, "layer_set", "temporal layers that get embeddings", LAYER_SETS, recommended="layers"),
+    Setting("--layers", TrainingConfig, "layer_set", "layers that get embeddings (auto: the family's default; " + LAYER_SETS_BY_FAMILY + ")",
+            LAYER_CHOICES, recommended="layers"),
     Setting("--seed", TrainingConfig, "seed", "seed of the noise and timesteps of every step", type=_seed),
     Setting("--gradient-checkpointing", TrainingConfig, "gradient_checkpointing",
             "recompute activations in the backward pass (less memory, slower); auto: only when the run would not fit otherwise",
@@ -188,7 +190,7 @@ SAMPLING_SETTINGS: tuple[Setting, ...] = (
     Setting("--steps", SamplingConfig, "steps", "denoising steps", recommended="steps"),
     Setting("--cfg", SamplingConfig, "guidance_scale", "classifier-free guidance scale (1 disables guidance)", recommended="cfg"),
     Setting("--seed", SamplingConfig, "seed", "noise seed, 0 to 2**64-1", type=_seed),
-    Setting("--scheduler", SamplingConfig, "scheduler", "sampler (the paper uses ddim)", tuple(SCHEDULERS)),
+    Setting("--scheduler", SamplingConfig, "scheduler", "sampler; auto: the family's default (ddim, as the paper, on UNet3D; euler on Wan)", tuple(SCHEDULERS)),
     Setting("--noise-prior", SamplingConfig, "noise_prior",
             "share of the reference's DDIM-inverted latent in the start noise, 0..1 (0: pure noise; needs --embedding)"),
 )
@@ -471,7 +473,7 @@ def _info(args: argparse.Namespace) -> None:
     info, shapes = read_embedding_info(args.embedding)
     summary = {
         "family": info.family, "base_model": info.base_model, "train_size": [info.train_width, info.train_height],
-        "frames": info.train_frames, "steps": info.steps, "loss": info.loss, "prompt": info.prompt,
+        "frames": info.train_frames, "latent_frames": info.frames, "steps": info.steps, "loss": info.loss, "prompt": info.prompt,
         "default_mode": info.default_mode, "layers": [b.name for b in info.blocks], "extra": info.extra,
         "parameters": sum(math.prod(s) for k, s in shapes.items() if k.startswith(("query_key.", "value."))),
         "training_state": any(k.startswith("training_state.") for k in shapes),

@@ -1,6 +1,7 @@
 """Motion embeddings: what is learned, how it is initialised, resampled to new sizes and debiased for inference.
 
-Shapes (N = trained frames, C = block width, h*w = the block's latent grid at the training resolution):
+Shapes (N = trained frames, latent frames where the family's VAE folds time (Wan: 4 frames per latent frame after
+the first), C = block width, h*w = the block's value grid at the training resolution):
 - query-key embedding ``(1, N, C)``, one per temporal block, shared by its ``attn1`` and ``attn2``;
 - value embedding ``(h*w, N, C)``, one per temporal attention layer;
 - inverted latent ``(C_latent, N, H_latent, W_latent)``: the DDIM inversion of the reference clip.
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import IncompatibleEmbeddingError, InvalidSettingError
-from .temporal_layers import TemporalBlock
+from .motion_sites import TemporalBlock
 
 MotionMode = Literal["object", "camera", "raw"]
 MOTION_MODES: tuple[str, ...] = ("object", "camera", "raw")
@@ -42,10 +43,12 @@ class EmbeddingInfo:
 
     Attributes:
         family: model family the embedding was trained on (e.g. ``"unet3d"``).
-        base_model: name of the base model folder and a hash of its UNet architecture.
+        base_model: name of the base model folder and a hash of its denoiser architecture.
         blocks: the temporal blocks that carry embeddings.
         train_width, train_height, train_frames: pixel size and frame count of the training clip.
         latent_height, latent_width: latent grid of the training clip.
+        latent_frames: N of the embedding tensors when the family's VAE folds frames (Wan), else ``None``
+            (UNet3D: N is ``train_frames``). See :attr:`frames`.
         steps: optimisation steps done; loss: training loss name; prompt: training prompt.
         default_mode: inference mode suggested for this embedding (``object`` / ``camera`` / ``raw``).
         extra: free-form facts (learning rate, seed, layer set, interruption note, ...).
@@ -64,6 +67,12 @@ class EmbeddingInfo:
     prompt: str = ""
     default_mode: str = "object"
     extra: dict[str, Any] = field(default_factory=dict)
+    latent_frames: int | None = None
+
+    @property
+    def frames(self) -> int:
+        """N, the frame axis of the embedding tensors and the inverted latent."""
+        return self.train_frames if self.latent_frames is None else self.latent_frames
 
 
 @dataclass
@@ -113,7 +122,7 @@ def resolve_mode(mode: str, info: EmbeddingInfo) -> str:
 
 def zero_embedding(info: EmbeddingInfo, device: torch.device | str = "cpu") -> MotionEmbedding:
     """Zero-initialised embeddings for ``info.blocks`` (so the patched model starts as the original)."""
-    frames = info.train_frames
+    frames = info.frames
     query_key: dict[str, torch.Tensor] = {}
     value: dict[str, torch.Tensor] = {}
     for block in info.blocks:
@@ -243,7 +252,7 @@ def _comparable_hashes(first: str | None, second: str | None) -> bool:
 
 def check_fits(
     info: EmbeddingInfo,
-    family: str,
+    family: Any,
     blocks: list[TemporalBlock],
     model_name: str,
     *,
@@ -253,7 +262,8 @@ def check_fits(
 
     Args:
         info: facts of the embedding.
-        family, blocks, model_name: the model's family, its temporal blocks and its name (for messages).
+        family, blocks, model_name: the model's family (a ``ModelFamily`` or its name), its motion sites and its
+            name (for messages).
         architecture: the model's architecture hash (``VideoModel.identity["architecture"]``). When both it and
             the embedding's ``base_model["architecture"]`` are known (and of one scheme, see
             :func:`_comparable_hashes`) they must be equal: two UNets can have the
@@ -261,6 +271,7 @@ def check_fits(
             normalisation groups, ...), and an embedding learned on one means nothing to the other.
     """
     trained_on = info.base_model.get("name", "?")
+    family = str(family)
     if info.family != family:
         raise IncompatibleEmbeddingError(
             f"This motion embedding was trained on a {info.family!r} model ({trained_on}) "
@@ -279,8 +290,8 @@ def check_fits(
     trained_architecture = info.base_model.get("architecture")
     if _comparable_hashes(trained_architecture, architecture) and architecture != trained_architecture:
         raise IncompatibleEmbeddingError(
-            f"This motion embedding was trained on {trained_on!r} (UNet architecture {trained_architecture}), but "
-            f"{model_name!r} has UNet architecture {architecture}: its layers have the same widths but are built "
+            f"This motion embedding was trained on {trained_on!r} (denoiser architecture {trained_architecture}), but "
+            f"{model_name!r} has denoiser architecture {architecture}: its layers have the same widths but are built "
             f"differently inside, so the embedding would not mean the same motion. Load {trained_on!r} or another "
             f"model with architecture {trained_architecture}, or train a new embedding on {model_name!r}."
         )

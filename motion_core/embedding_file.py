@@ -9,6 +9,9 @@ hostile or damaged file ends in :class:`EmbeddingFileError` with a readable mess
 
 Format version 2 adds ``training_state.<key>`` tensors (the optimiser state of an unfinished run, see
 :attr:`MotionEmbedding.training_state`); a file without them is written as version 1, which older packs read.
+Format version 3 adds ``latent_frames``: N of the tensors is latent frames, not video frames (the Wan family,
+whose VAE folds 4 frames into one). Files with it are always version 3, so an older pack says "update the pack"
+instead of failing on shapes.
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ from safetensors.torch import save_file
 from .atomic_io import atomic_output_path
 from .embedding import MOTION_MODES, EmbeddingInfo, MotionEmbedding, magnitude_limit
 from .errors import EmbeddingFileError, EmbeddingSaveError, InvalidSettingError
-from .temporal_layers import TemporalBlock
+from .motion_sites import TemporalBlock
 
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "motion_inversion_embedding"
-FORMAT_VERSION = 2  # the newest version this pack reads and writes
-PLAIN_FORMAT_VERSION = 1  # what a file without training state is written as
+FORMAT_VERSION = 3  # the newest version this pack reads and writes
+TRAINING_STATE_FORMAT_VERSION = 2  # what a video-frame file with training state is written as
+PLAIN_FORMAT_VERSION = 1  # what a video-frame file without training state is written as
+LATENT_FRAMES_FORMAT_VERSION = 3  # what every file with latent_frames is written as
 TRAINING_STATE_PREFIX = "training_state."
 MAX_TRAINING_STATE_TENSORS = 16384
 MAX_LORA_TENSOR_ELEMENTS = 1 << 24
@@ -73,13 +78,15 @@ def _metadata(info: EmbeddingInfo, version: int) -> dict[str, str]:
         "prompt": info.prompt,
         "default_mode": info.default_mode,
         "extra": json.dumps(info.extra, sort_keys=True, default=str),
+        **({} if info.latent_frames is None else {"latent_frames": str(info.latent_frames)}),
     }
 
 
 def save_embedding(embedding: MotionEmbedding, path: str | Path) -> Path:
     """Write ``embedding`` to ``path`` atomically (temporary file + rename) and return the path.
 
-    Its ``training_state`` (if any) is written too, as ``training_state.<key>`` tensors (format version 2).
+    Its ``training_state`` (if any) is written too, as ``training_state.<key>`` tensors (format version 2, or 3
+    for a file with ``latent_frames``).
     """
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
@@ -92,7 +99,10 @@ def save_embedding(embedding: MotionEmbedding, path: str | Path) -> Path:
     for key, tensor in embedding.training_state.items():
         kept = tensor.detach() if tensor.dtype == torch.float64 else tensor.detach().float()  # step counts: float64
         tensors[TRAINING_STATE_PREFIX + key] = kept.contiguous().cpu()
-    version = FORMAT_VERSION if embedding.training_state else PLAIN_FORMAT_VERSION
+    if embedding.info.latent_frames is not None:
+        version = LATENT_FRAMES_FORMAT_VERSION
+    else:
+        version = TRAINING_STATE_FORMAT_VERSION if embedding.training_state else PLAIN_FORMAT_VERSION
     with atomic_output_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=_metadata(embedding.info, version))
     logger.info("Saved motion embedding (%d steps) to %s", embedding.info.steps, path)
@@ -251,6 +261,7 @@ def read_embedding_info(path: str | Path) -> tuple[EmbeddingInfo, dict[str, tupl
         prompt=str(meta.get("prompt", ""))[:10_000],
         default_mode=mode if mode in MOTION_MODES else "object",
         extra=_json_field(meta, "extra", path, dict) if "extra" in meta else {},
+        latent_frames=_int_field(meta, "latent_frames", path, 1, MAX_FRAMES) if "latent_frames" in meta else None,
     )
     _check_shapes(info, shapes, path)
     return info, shapes
@@ -260,9 +271,9 @@ def _check_shapes(info: EmbeddingInfo, shapes: dict[str, tuple[int, ...]], path:
     expected: dict[str, tuple[int, ...]] = {}
     for block in info.blocks:
         h, w = block.grid(info.latent_height, info.latent_width)
-        expected[f"query_key.{block.name}"] = (1, info.train_frames, block.channels)
+        expected[f"query_key.{block.name}"] = (1, info.frames, block.channels)
         for attention in block.attention_names:
-            expected[f"value.{attention}"] = (h * w, info.train_frames, block.channels)
+            expected[f"value.{attention}"] = (h * w, info.frames, block.channels)
     for key, shape in expected.items():
         if key not in shapes:
             raise _fail(path, f"tensor {key!r} named by its metadata is missing")
@@ -275,7 +286,7 @@ def _check_shapes(info: EmbeddingInfo, shapes: dict[str, tuple[int, ...]], path:
     _check_training_state_shapes(expected, state_shapes, path)
     latent = shapes.get("inverted_latent")
     if latent is not None:
-        if len(latent) != 4 or latent[1:] != (info.train_frames, info.latent_height, info.latent_width) or not 1 <= latent[0] <= 64:
+        if len(latent) != 4 or latent[1:] != (info.frames, info.latent_height, info.latent_width) or not 1 <= latent[0] <= 64:
             raise _fail(path, f"its inverted latent has shape {list(latent)}, which does not match its metadata")
 
 

@@ -1,15 +1,9 @@
-"""Estimate training memory before starting, and refuse sizes that cannot fit (instead of failing minutes in).
+"""Estimate training and sampling memory before starting, and refuse sizes that cannot fit (instead of failing minutes in).
 
-The estimate is deliberately simple: activation memory of a UNet3D grows with frames x latent area x the
-channel width of each resolution level (each level has a quarter of the area of the one above), a little faster
-than the area on CPU (attention over the positions of a frame), and by a quarter more when the embeddings sit in
-every temporal layer (the backward pass then runs through the whole UNet). The factors below come from peak memory measured with ``benchmarks/bench_training.py --preset zeroscope-small --scale`` (the
-full ZeroScope UNet in fp32 on CPU: the script prints "estimate / measured" for every case) and are rounded up
-so that the estimate stays above every measured case. They were not measured on a GPU, where attention kernels
-keep less; a user who knows better can set ``MOTION_INVERSION_SKIP_MEMORY_CHECK=1``.
-
-The VAE encode of the clip (before training, no gradients) is estimated too: it grows with the pixels of a chunk
-of frames times the VAE's first block width. The same estimate decides gradient checkpointing ``auto``.
+Each family gives its own formulas (``estimate_*_bytes`` of :class:`motion_core.families.base.ModelFamily`; the
+UNet3D ones and how they were measured are in :mod:`motion_core.families.unet3d_memory`); this module compares them
+with the free memory of the device. The same training estimate decides gradient checkpointing ``auto``. A user who
+knows better can set ``MOTION_INVERSION_SKIP_MEMORY_CHECK=1``.
 """
 
 from __future__ import annotations
@@ -19,41 +13,26 @@ import os
 
 import torch
 
-from .diffusion import VAE_CHUNK_FRAMES
 from .errors import InvalidSettingError
 from .model_loading import VideoModel
 
 logger = logging.getLogger(__name__)
 
-# Stored activations per (frame x latent position x channel) of one level, in elements.
-ACTIVATIONS_PER_ELEMENT = {False: 380.0, True: 150.0}
-# CPU only: memory grows by (1 + latent positions per frame / this) on top of linear (measured 1.02 at 512, 1.15 at 1024).
-CPU_AREA_GROWTH = 6000.0
-# The backward pass reaches the top level only when the embeddings are in every temporal layer (measured 1.21).
-LAYER_SET_FACTOR = {"paper": 1.0, "paper+640": 1.0, "all": 1.3}
 SKIP_ENV = "MOTION_INVERSION_SKIP_MEMORY_CHECK"
 SAFETY_FRACTION = 0.9
-# VAE encode (no gradients, fp32, VAE_CHUNK_FRAMES frames at a time): peak per element of the top level's
-# activations (frames x pixels x first block width); measured 4.2 on the toy-world VAE at 256 and 512 px, rounded up.
-VAE_ACTIVATIONS_PER_ELEMENT = 6.0
 
 
 def estimate_training_bytes(
     model: VideoModel, frames: int, latent_height: int, latent_width: int, checkpointing: bool, layer_set: str = "all"
 ) -> int:
-    """Rough peak activation memory (bytes) of one training step, on top of the loaded model.
+    """Rough peak activation memory (bytes) of one training step, on top of the loaded model (the family's formula).
 
     Args:
-        frames, latent_height, latent_width: size of the training latents ``(1, C, frames, h, w)``.
+        frames, latent_height, latent_width: size of the training latents ``(1, C, frames, h, w)`` (latent frames).
         checkpointing: whether gradient checkpointing is on.
-        layer_set: ``paper`` / ``paper+640`` / ``all`` (unknown names count as ``all``).
+        layer_set: one of the family's layer sets (unknown names count as the largest).
     """
-    element = torch.finfo(model.dtype).bits // 8
-    per_position = sum(c / 4**level for level, c in enumerate(model.unet.config.block_out_channels))
-    area = latent_height * latent_width
-    growth = 1.0 + area / CPU_AREA_GROWTH if model.device.type == "cpu" else 1.0
-    layers = LAYER_SET_FACTOR.get(layer_set, LAYER_SET_FACTOR["all"])
-    return int(ACTIVATIONS_PER_ELEMENT[checkpointing] * frames * area * per_position * element * growth * layers)
+    return model.family.estimate_training_bytes(model, frames, latent_height, latent_width, checkpointing, layer_set)
 
 
 def available_bytes(device: torch.device) -> int:
@@ -73,11 +52,13 @@ def available_bytes(device: torch.device) -> int:
 
 
 def estimate_vae_encode_bytes(model: VideoModel, frames: int, height: int, width: int) -> int:
-    """Rough peak memory (bytes) of encoding ``frames`` frames of ``height`` x ``width`` pixels with the VAE."""
-    chunk = min(frames, VAE_CHUNK_FRAMES)
-    top_width = model.vae.config.block_out_channels[0]
-    element = 4  # the VAE runs in fp32
-    return int(VAE_ACTIVATIONS_PER_ELEMENT * chunk * height * width * top_width * element)
+    """Rough peak memory (bytes) of encoding ``frames`` video frames of ``height`` x ``width`` pixels with the VAE."""
+    return model.family.estimate_vae_encode_bytes(model, frames, height, width)
+
+
+def estimate_sampling_bytes(model: VideoModel, frames: int, latent_height: int, latent_width: int, guided: bool) -> int:
+    """A floor on the peak memory (bytes) of one generation at ``frames`` latent frames (the family's formula)."""
+    return model.family.estimate_sampling_bytes(model, frames, latent_height, latent_width, guided)
 
 
 def _free_bytes(model: VideoModel, available: int | None) -> int:
@@ -118,14 +99,17 @@ def check_training_fits(
     checkpointing: bool,
     layer_set: str = "all",
     available: int | None = None,
+    video_frames: int | None = None,
 ) -> None:
     """Raise :class:`InvalidSettingError` when the VAE encode or a training step would not fit in free memory.
 
+    ``frames`` are latent frames; ``video_frames`` the clip's frames (default: ``frames``, as on UNet3D).
     ``available``: free bytes to compare with (default: :func:`available_bytes` of the model's device).
     """
     height, width = latent_height * model.vae_scale_factor, latent_width * model.vae_scale_factor
+    video_frames = frames if video_frames is None else video_frames
     training = estimate_training_bytes(model, frames, latent_height, latent_width, checkpointing, layer_set)
-    encode = estimate_vae_encode_bytes(model, frames, height, width)
+    encode = estimate_vae_encode_bytes(model, video_frames, height, width)
     need = max(training, encode)
     have = _free_bytes(model, available)
     logger.info(
@@ -136,12 +120,12 @@ def check_training_fits(
         return
     if need > SAFETY_FRACTION * have:
         if encode > training:
-            what, hint = f"Encoding {frames} frames at {width}x{height} with the VAE", ""
+            what, hint = f"Encoding {video_frames} frames at {width}x{height} with the VAE", ""
         else:
-            what = f"Training {frames} frames at {width}x{height}"
+            what = f"Training {video_frames} frames at {width}x{height}"
             hint = "" if checkpointing else " turn gradient checkpointing on, or"
             if layer_set == "all":
-                hint += " use the paper layer set, or"
+                hint += f" use the {model.family.layer_sets[0]} layer set, or"
         raise InvalidSettingError(
             f"{what} needs about {need / 2**30:.1f} GiB but only {have / 2**30:.1f} GiB is free on {model.device}. "
             f"To fit,{hint} lower the width, height or frame count. (The estimate errs high; set {SKIP_ENV}=1 to "
@@ -149,59 +133,10 @@ def check_training_fits(
         )
 
 
-# ----- sampling -----
-# Feature maps of the top UNet level alive besides the skip connections (block input, a resnet's intermediate,
-# its output), and full-resolution VAE decoder maps alive during one decode chunk. Both are floors, not
-# measurements: the sampling check refuses only what cannot fit, never what might.
-SAMPLING_WORKING_MAPS = 3
-VAE_WORKING_MAPS = 2
-
-
-def _temporal_scores_elements(model: VideoModel, batch: int, frames: int, latent_height: int, latent_width: int) -> int:
-    """Largest frame-attention score tensor ``(batch*h*w, heads, frames, frames)`` the matmul kernel builds (0 otherwise)."""
-    if model.kernel != "matmul":
-        return 0
-    from .temporal_layers import find_temporal_blocks
-
-    modules = dict(model.unet.named_modules())
-    largest = 0
-    for block in find_temporal_blocks(model.unet):
-        h, w = block.grid(latent_height, latent_width)
-        heads = int(getattr(modules[block.attention_names[0]], "heads", 1))
-        largest = max(largest, batch * h * w * heads * frames * frames)
-    return largest
-
-
-def estimate_sampling_bytes(model: VideoModel, frames: int, latent_height: int, latent_width: int, guided: bool) -> int:
-    """A floor on the peak memory (bytes) of one generation, on top of the loaded model.
-
-    Counts what must exist at once: the latents ``(B, C, frames, h, w)`` in fp32 (B = 2 with guidance), the
-    UNet's skip connections and working maps at every level, the frame-attention scores when the kernel builds
-    them (the matmul kernel; scores and their softmax), and the VAE decode of one chunk of frames at full
-    resolution plus the decoded clip ``(frames, 3, H, W)`` fp32. The UNet and the VAE run one after the other,
-    so the larger of the two counts.
-    """
-    from .diffusion import VAE_CHUNK_FRAMES
-
-    batch = 2 if guided else 1
-    element = torch.finfo(model.dtype).bits // 8
-    area = latent_height * latent_width
-    unet_config = model.unet.config
-    channels = list(unet_config.block_out_channels)
-    skips = (unet_config.layers_per_block + 1) * sum(c / 4**level for level, c in enumerate(channels))
-    unet_maps = batch * frames * area * (skips + SAMPLING_WORKING_MAPS * channels[0]) * element
-    scores = 2 * _temporal_scores_elements(model, batch, frames, latent_height, latent_width) * element
-    latents = 4 * batch * model.latent_channels * frames * area * 4  # latents, model input, output, scheduler step
-    pixels = area * model.vae_scale_factor**2
-    vae_top = model.vae.config.block_out_channels[0]
-    decode = (VAE_WORKING_MAPS * min(frames, VAE_CHUNK_FRAMES) * vae_top + 2 * frames * 3) * pixels * 4  # the VAE runs in fp32
-    return int(latents + max(unet_maps + scores, decode))
-
-
 def check_sampling_fits(model: VideoModel, width: int, height: int, frames: int, guided: bool) -> None:
     """Raise :class:`InvalidSettingError`, before any work, when a generation of this size cannot fit in memory."""
     latent_height, latent_width = model.latent_size(width, height)
-    need = estimate_sampling_bytes(model, frames, latent_height, latent_width, guided)
+    need = estimate_sampling_bytes(model, model.family.latent_frames(frames), latent_height, latent_width, guided)
     have = available_bytes(model.device)
     logger.debug("Sampling needs at least %.2f GiB, %.2f GiB free on %s", need / 2**30, have / 2**30, model.device)
     if os.environ.get(SKIP_ENV, "") not in ("", "0") or need <= have:

@@ -1,7 +1,8 @@
 """Load a text-to-video model from a local diffusers folder, detect its family, and cache it.
 
-Supported family: ``unet3d`` (``UNet3DConditionModel``: ZeroScope v2, ModelScope T2V, VideoCrafter2 in
-diffusers format, and the bundled toy-world demo model). Only local folders are read: nothing is downloaded.
+Families (:mod:`motion_core.families`): ``unet3d`` (``UNet3DConditionModel``: ZeroScope v2, ModelScope T2V,
+VideoCrafter2 in diffusers format, and the bundled toy-world demo model) and ``wan`` (``WanPipeline`` folders:
+Wan 2.1/2.2 text-to-video, the toy-world Wan). Only local folders are read: nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -10,31 +11,25 @@ import hashlib
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .attention import AttentionKernel, resolve_kernel
-from .errors import InvalidSettingError, ModelLoadError
+from .attention import AttentionKernel
+from .errors import InvalidSettingError
+from .families import KNOWN_UNSUPPORTED, ModelFamily, detect_family, read_model_index
 from .recommended_settings import RecommendedSettings, read_recommended_settings
+
+__all__ = [
+    "KNOWN_UNSUPPORTED", "PRECISION_CHOICES", "VideoModel", "architecture_hash", "clear_model_cache", "detect_family",
+    "load_video_model", "resolve_dtype",
+]
 
 logger = logging.getLogger(__name__)
 
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
-SUPPORTED_UNETS = {"UNet3DConditionModel": "unet3d"}
-KNOWN_UNSUPPORTED = {
-    "UNetMotionModel": "AnimateDiff",
-    "UNetSpatioTemporalConditionModel": "Stable Video Diffusion",
-    "I2VGenXLUNet": "I2VGen-XL",
-    "LatteTransformer3DModel": "Latte",
-    "CogVideoXTransformer3DModel": "CogVideoX",
-    "WanTransformer3DModel": "Wan",
-    "HunyuanVideoTransformer3DModel": "HunyuanVideo",
-    "LTXVideoTransformer3DModel": "LTX-Video",
-    "UNet2DConditionModel": "an image model (Stable Diffusion)",
-}
 _ARCHITECTURE_IGNORED_KEYS = {"_name_or_path", "_diffusers_version", "_class_name", "sample_size"}
 
 
@@ -44,17 +39,18 @@ class VideoModel:
 
     Attributes:
         name: folder name, shown to users and stored in embedding files.
-        family: ``"unet3d"``.
-        identity: ``{"name": ..., "architecture": <hash of the UNet config>}``.
+        family: the model's family (:class:`ModelFamily`; ``str(family)`` is its name, e.g. ``"unet3d"``).
+        denoiser: the UNet or transformer that predicts noise or velocity.
+        identity: ``{"name": ..., "architecture": <hash of the denoiser config>}``.
         kernel: attention kernel used by the pack's temporal attention processors.
-        dtype: dtype of the UNet and text encoder; the VAE always runs in fp32.
+        dtype: dtype of the denoiser and text encoder; the VAE always runs in fp32.
         recommended: the folder's recommended settings (``motion_inversion.json``; none: the pack's defaults).
     """
 
     name: str
     path: Path
-    family: str
-    unet: Any
+    family: ModelFamily
+    denoiser: Any
     vae: Any
     text_encoder: Any
     tokenizer: Any
@@ -65,68 +61,47 @@ class VideoModel:
     identity: dict[str, str] = field(default_factory=dict)
     recommended: RecommendedSettings = field(default_factory=RecommendedSettings)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    # The denoiser under its UNet3D-era name, kept for one release (nodes and scripts read ``model.unet``, and
+    # ``dataclasses.replace(model, unet=...)`` still swaps the denoiser). Read through the property set below.
+    unet: InitVar[Any] = None
+
+    def __post_init__(self, unet: Any) -> None:
+        if unet is not None:
+            self.denoiser = unet
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.family.vae_scale_factor(self)
 
     @property
     def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
+        return self.family.latent_channels(self)
 
     @property
     def size_multiple(self) -> int:
-        """Pixel sizes must be multiples of this (VAE factor times the UNet's downsampling)."""
-        return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        """Pixel sizes must be multiples of this (VAE factor times the denoiser's downsampling or patch size)."""
+        return self.family.size_multiple(self)
 
     def latent_size(self, width: int, height: int) -> tuple[int, int]:
         """Latent (height, width) for a pixel size."""
         return height // self.vae_scale_factor, width // self.vae_scale_factor
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"Cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path} is not a JSON object.")
-    return data
+    def modules(self) -> tuple[Any, ...]:
+        """The modules holding weights: denoiser, VAE, text encoder."""
+        return (self.denoiser, self.vae, self.text_encoder)
 
 
-def detect_family(folder: str | Path) -> str:
-    """Return the pack's family name for a diffusers folder, or raise :class:`ModelLoadError` saying what was found."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelLoadError(f"Model folder not found: {folder}")
-    if not (folder / "model_index.json").is_file():
-        raise ModelLoadError(
-            f"{folder.name} is not a diffusers model folder (no model_index.json). Put the whole diffusers folder "
-            "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) in models/diffusers."
-        )
-    index = _read_json(folder / "model_index.json")
-    denoiser = next((key for key in ("unet", "transformer") if key in index), None)
-    if denoiser is None:
-        raise ModelLoadError(f"{folder.name} has no unet or transformer listed in model_index.json ({index.get('_class_name')}).")
-    config_path = folder / denoiser / "config.json"
-    if not config_path.is_file():
-        raise ModelLoadError(f"{folder.name}/{denoiser}/config.json is missing; the model folder is incomplete.")
-    class_name = str(_read_json(config_path).get("_class_name", index[denoiser][-1] if isinstance(index[denoiser], list) else "?"))
-    if class_name in SUPPORTED_UNETS:
-        missing = [part for part in ("vae", "text_encoder", "tokenizer", "scheduler") if not (folder / part).is_dir()]
-        if missing:
-            raise ModelLoadError(f"{folder.name} is missing {', '.join(missing)}; the model folder is incomplete.")
-        return SUPPORTED_UNETS[class_name]
-    known = KNOWN_UNSUPPORTED.get(class_name)
-    what = f"{class_name} ({known})" if known else class_name
-    raise ModelLoadError(
-        f"{folder.name} is a {index.get('_class_name', '?')} with a {what}, which Motion Inversion does not support yet. "
-        "Supported: UNet3DConditionModel text-to-video models (ZeroScope, ModelScope T2V, VideoCrafter2) in diffusers format."
-    )
+def _set_denoiser(model: VideoModel, denoiser: Any) -> None:
+    model.denoiser = denoiser
+
+
+VideoModel.unet = property(  # type: ignore[assignment]
+    lambda self: self.denoiser, _set_denoiser, doc="The denoiser (older name, kept for one release)."
+)
 
 
 def architecture_hash(unet_config: dict[str, Any]) -> str:
-    """Short hash of the UNet's architecture, ``"v2:<16 hex digits>"`` (config without names, versions, sample size).
+    """Short hash of the denoiser's architecture, ``"v2:<16 hex digits>"`` (config without names, versions, sample size).
 
     Keys starting with ``_`` are diffusers' bookkeeping, not architecture: among them ``_use_default_values``,
     the keys a config file lacked, listed in an order that changes from process to process (ZeroScope's file
@@ -152,29 +127,15 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
-def _load_components(folder: Path, dtype: torch.dtype) -> dict[str, Any]:
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    try:
-        return {
-            "unet": UNet3DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, local_files_only=True, low_cpu_mem_usage=False),
-            "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32, local_files_only=True, low_cpu_mem_usage=False),
-            "text_encoder": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype, local_files_only=True, low_cpu_mem_usage=False),
-            "tokenizer": CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True, low_cpu_mem_usage=False),
-            "scheduler": DDIMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True, low_cpu_mem_usage=False),
-        }
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelLoadError(f"Could not load {folder.name}: {str(exc)[:500]}") from None
-
-
 _cache_lock = threading.Lock()
 _cache: dict[tuple[Any, ...], VideoModel] = {}
 
 
-def _cache_key(folder: Path, precision: str, attention: str, device: torch.device) -> tuple[Any, ...]:
+def _cache_key(folder: Path, family: ModelFamily, precision: str, attention: str, device: torch.device) -> tuple[Any, ...]:
     stamps = tuple(
-        (p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted((folder / "unet").glob("*")) if p.is_file()
+        (p.name, p.stat().st_mtime_ns, p.stat().st_size)
+        for p in sorted((folder / family.denoiser_folder).glob("*"))
+        if p.is_file()
     )
     return (str(folder.resolve()), precision, attention, str(device), stamps)
 
@@ -194,16 +155,19 @@ def load_video_model(
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     family = detect_family(folder)
     dtype = resolve_dtype(precision, device)
-    kernel = resolve_kernel(attention, device)
-    key = _cache_key(folder, precision, attention, device)
+    kernel = family.resolve_kernel(attention, device)
+    key = _cache_key(folder, family, precision, attention, device)
     with _cache_lock:
         if use_cache and key in _cache:
             logger.info("Reusing loaded model %s", folder.name)
-            return _cache[key]
+            cached = _cache[key]
+            # Cheap to read, and an edited motion_inversion.json should take effect without reloading the weights.
+            cached.recommended = read_recommended_settings(folder, family.layer_sets)
+            return cached
         _cache.clear()
     logger.info("Loading %s (%s, %s, %s attention) on %s", folder.name, family, dtype, kernel, device)
-    parts = _load_components(folder, dtype)
-    for module_name in ("unet", "vae", "text_encoder"):
+    parts = family.load_components(folder, read_model_index(folder), dtype)
+    for module_name in ("denoiser", "vae", "text_encoder"):
         parts[module_name].to(device).eval().requires_grad_(False)
     model = VideoModel(
         name=folder.name,
@@ -212,8 +176,8 @@ def load_video_model(
         device=device,
         dtype=dtype,
         kernel=kernel,
-        identity={"name": folder.name, "architecture": architecture_hash(parts["unet"].config)},
-        recommended=read_recommended_settings(folder),
+        identity={"name": folder.name, "architecture": architecture_hash(parts["denoiser"].config)},
+        recommended=read_recommended_settings(folder, family.layer_sets),
         **parts,
     )
     if use_cache:

@@ -1,7 +1,9 @@
 """Generate a clip with (or without) motion embeddings applied.
 
 The start latent is ``sqrt(p) * inverted + sqrt(1 - p) * noise`` with noise prior ``p`` when the embedding
-carries the DDIM-inverted reference latent, else pure noise. Classifier-free guidance batches the negative
+carries the inverted reference latent, else pure noise. Both are at the sampler's start (DDIM's noisiest
+timestep on UNet3D, sigma = 1 on Wan's flow), so the variance-keeping blend means the same for every family.
+The family does the rest: its samplers, its denoiser call, its frame rounding (Wan: 1 + 4k frames). Classifier-free guidance batches the negative
 and positive prompts together; the value embedding is tiled over that batch by the processor. Strength 0 is
 the plain model (no embeddings, no inverted start). A size that cannot fit in memory is refused before any
 work, and a run whose latents or frames turn NaN or infinite ends in :class:`SamplingError`, not a black clip.
@@ -9,7 +11,6 @@ work, and a run whose latents or frames turn NaN or infinite ends in :class:`Sam
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from collections.abc import Callable
@@ -20,23 +21,19 @@ import torch
 from .diffusion import decode_latents, encode_prompt
 from .embedding import EMBEDDING_DEFAULT_MODE, MotionEmbedding, check_fits, prepare_for_sampling, resolve_mode
 from .errors import InvalidSettingError, SamplingError
+from .families import FAMILY_DEFAULT, SCHEDULER_CHOICES
+from .families.base import SEED_LIMIT, Sampler
 from .memory_estimate import check_sampling_fits
 from .model_loading import VideoModel
-from .patching import build_processors, installed_processors
-from .temporal_layers import find_temporal_blocks
+from .patching import installed_processors
 
 logger = logging.getLogger(__name__)
 
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "dpm++_2m": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler_ancestral": "EulerAncestralDiscreteScheduler",
-    "unipc": "UniPCMultistepScheduler",
-}
+# Sampler names over all families, "auto" (the family's default: ddim on UNet3D, euler on Wan) first; each family
+# accepts its own (ModelFamily.schedulers).
+SCHEDULERS: tuple[str, ...] = SCHEDULER_CHOICES
 
 PreviewCallback = Callable[[int, int, torch.Tensor], None]
-SEED_LIMIT = 2**64  # seeds are 0 .. 2**64 - 1, as ComfyUI's seed widgets offer
 
 
 @dataclass(frozen=True)
@@ -70,7 +67,7 @@ class SamplingConfig:
     steps: int = 30
     guidance_scale: float = 12.0
     seed: int = 0
-    scheduler: str = "ddim"
+    scheduler: str = FAMILY_DEFAULT
     noise_prior: float = 0.5
 
     def validate(self, model: VideoModel) -> None:
@@ -82,6 +79,7 @@ class SamplingConfig:
             raise InvalidSettingError(f"Seed must be a whole number from 0 to {SEED_LIMIT - 1}, got {self.seed}.")
         if self.scheduler not in SCHEDULERS:
             raise InvalidSettingError(f"Unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}.")
+        model.family.resolve_scheduler(self.scheduler)
         if not (0.0 <= self.noise_prior <= 1.0):
             raise InvalidSettingError(f"Noise prior must be between 0 and 1, got {self.noise_prior}.")
         if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
@@ -91,39 +89,34 @@ class SamplingConfig:
             raise InvalidSettingError(f"Width and height must be positive multiples of {multiple} for {model.name}; got {self.width}x{self.height}.")
 
 
-def make_scheduler(model: VideoModel, name: str):
-    """A fresh diffusers scheduler of kind ``name`` built from the model's scheduler config."""
-    import diffusers
-
-    return getattr(diffusers, SCHEDULERS[name]).from_config(model.scheduler.config)
-
-
 def _start_latent(
-    model: VideoModel, config: SamplingConfig, shape: tuple[int, ...], inverted: torch.Tensor | None, scheduler
+    model: VideoModel, config: SamplingConfig, shape: tuple[int, ...], inverted: torch.Tensor | None, sampler: Sampler
 ) -> torch.Tensor:
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(config.seed))
     if inverted is not None and config.noise_prior > 0:
         p = config.noise_prior
         noise = math.sqrt(p) * inverted.unsqueeze(0).float().cpu() + math.sqrt(1.0 - p) * noise
-    return (noise * scheduler.init_noise_sigma).to(model.device)
+    return (noise * sampler.start_scale).to(model.device)
 
 
 def _motion_processors(
-    model: VideoModel, config: SamplingConfig, motion: AppliedMotion | None, latent_h: int, latent_w: int
+    model: VideoModel, motion: AppliedMotion | None, grid: tuple[int, int, int]
 ) -> tuple[dict, torch.Tensor | None]:
-    """Processors to install and the inverted start latent ``(C, F, h, w)`` (or ``None``) for ``motion``."""
+    """Processors to install and the inverted start latent ``(C, F', h, w)`` (or ``None``) for ``motion``.
+
+    ``grid``: the latent ``(frames, height, width)`` of the run.
+    """
+    family = model.family
     if motion is None:
-        return build_processors(model.unet, model.kernel), None
+        return family.build_processors(model, grid=grid), None
     embedding = motion.embedding
-    check_fits(embedding.info, model.family, find_temporal_blocks(model.unet), model.name, architecture=model.identity.get("architecture"))
+    check_fits(embedding.info, family, family.find_sites(model.denoiser), model.name, architecture=model.identity.get("architecture"))
     mode = motion.resolved_mode
     if motion.strength == 0:
         logger.info("Motion strength 0: sampling with the plain model (no embeddings, no inverted start).")
-        return build_processors(model.unet, model.kernel), None
-    prepared = prepare_for_sampling(embedding.to(model.device), config.frames, latent_h, latent_w, mode, motion.strength)
-    processors = build_processors(model.unet, model.kernel, embedding.info.blocks, prepared.query_key, prepared.value)
-    if prepared.inverted_latent is None and config.noise_prior > 0:
-        logger.info("The embedding carries no inverted latent (interrupted training?); starting from pure noise.")
+        return family.build_processors(model, grid=grid), None
+    prepared = prepare_for_sampling(embedding.to(model.device), *grid, mode, motion.strength)
+    processors = family.build_processors(model, embedding.info.blocks, prepared.query_key, prepared.value, grid)
     return processors, prepared.inverted_latent
 
 
@@ -144,48 +137,47 @@ def sample_video(
     motion: AppliedMotion | None = None,
     on_step: PreviewCallback | None = None,
 ) -> torch.Tensor:
-    """Generate ``config.frames`` frames; returns ``(F, H, W, 3)`` in 0..1 on the CPU.
+    """Generate ``config.frames`` frames (rounded the family's way, logged); returns ``(F, H, W, 3)`` in 0..1 on the CPU.
 
     Args:
         model: loaded model; it is patched only inside this call and restored even on Cancel or error.
         config: generation settings.
         motion: embedding to apply, or ``None`` for the base model (strength 0 is the base model too).
-        on_step: ``(step, total, predicted_clean_latent (1, C, F, h, w))`` after each step; raise to cancel.
+        on_step: ``(step, total, predicted_clean_latent (1, C, F', h, w))`` after each step; raise to cancel.
 
     Raises:
         InvalidSettingError: a bad setting, or a size that cannot fit in memory (checked before any work).
         SamplingError: the latents or the decoded frames became NaN or infinite.
     """
     config.validate(model)
+    family = model.family
     guided = config.guidance_scale != 1.0
-    check_sampling_fits(model, config.width, config.height, config.frames, guided)
+    frames = family.round_frames(config.frames)
+    check_sampling_fits(model, config.width, config.height, frames, guided)
     latent_h, latent_w = model.latent_size(config.width, config.height)
-    shape = (1, model.latent_channels, config.frames, latent_h, latent_w)
-    scheduler = make_scheduler(model, config.scheduler)
-    scheduler.set_timesteps(config.steps, device=model.device)
-    processors, inverted = _motion_processors(model, config, motion, latent_h, latent_w)
+    grid = (family.latent_frames(frames), latent_h, latent_w)
+    shape = (1, model.latent_channels, *grid)
+    sampler = family.make_sampler(model, family.resolve_scheduler(config.scheduler), config.steps, config.seed)
+    processors, inverted = _motion_processors(model, motion, grid)
+    if motion is not None and motion.strength != 0 and inverted is None and config.noise_prior > 0:
+        logger.info("The embedding carries no inverted latent (interrupted training?); starting from pure noise.")
     positive = encode_prompt(model, config.prompt)
     text = torch.cat([encode_prompt(model, config.negative_prompt), positive]) if guided else positive
-    latents = _start_latent(model, config, shape, inverted, scheduler)
-    step_kwargs: dict[str, object] = {}
-    if "generator" in inspect.signature(scheduler.step).parameters:
-        # Its own stream, distinct from the start noise's; wraps so that every seed up to 2**64 - 1 works.
-        step_kwargs["generator"] = torch.Generator(device=model.device).manual_seed((config.seed + 1) % SEED_LIMIT)
-    total = len(scheduler.timesteps)
-    with model.lock, installed_processors(model.unet, processors):
-        for index, timestep in enumerate(scheduler.timesteps):
+    latents = _start_latent(model, config, shape, inverted, sampler)
+    total = len(sampler.timesteps)
+    with model.lock, installed_processors(model.denoiser, processors):
+        for index, timestep in enumerate(sampler.timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
-            model_input = scheduler.scale_model_input(model_input, timestep)
-            output = model.unet(model_input.to(model.dtype), timestep, encoder_hidden_states=text).sample.float()
+            model_input = sampler.model_input(model_input, timestep)
+            output = family.predict(model, model_input, timestep, text).float()
             if guided:
                 uncond, cond = output.chunk(2)
                 output = uncond + config.guidance_scale * (cond - uncond)
-            result = scheduler.step(output, timestep, latents, **step_kwargs)
-            latents = result.prev_sample
+            result = sampler.step(output, timestep, latents)
+            latents = result.latents
             _refuse_non_finite(latents, f"at step {index + 1} of {total}", motion)
             if on_step is not None:
-                clean = getattr(result, "pred_original_sample", None)
-                on_step(index + 1, total, latents if clean is None else clean)
+                on_step(index + 1, total, latents if result.predicted_clean is None else result.predicted_clean)
     frames = decode_latents(model, latents)
     _refuse_non_finite(frames, "in the VAE decode", motion)
     return frames

@@ -23,18 +23,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpointing import gradient_checkpointing
-from .diffusion import add_noise, autocast, encode_frames, encode_prompt, training_target
+from .diffusion import encode_frames, encode_prompt
 from .embedding import EmbeddingInfo, MotionEmbedding, check_fits, zero_embedding
 from .embedding_file import check_output_writable, save_embedding_or_rescue
 from .errors import EmbeddingSaveError, InvalidSettingError, TrainingDivergedError
-from .inversion import ddim_invert
+from .families import FAMILY_DEFAULT
+from .inversion import invert_latents
 from .losses import base_loss, check_loss_name, debiased_temporal_loss
 from .memory_estimate import check_training_fits, decide_gradient_checkpointing
 from .model_loading import VideoModel
-from .patching import build_processors, installed_processors
-from .spatial_lora import SpatialLoRAProcessor, spatial_attention_names
-from .temporal_layers import TemporalBlock, select_temporal_blocks
+from .motion_sites import TemporalBlock
+from .patching import installed_processors
+from .precision import autocast
+from .spatial_lora import SpatialLoRAProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ StepCallback = Callable[[int, int, float], None]
 
 # "auto": on when the memory estimate says the run would not fit without it (it costs time, not quality).
 CHECKPOINTING_CHOICES: tuple[str, ...] = ("auto", "on", "off")
-# Where the reference's DDIM inversion (the start latent stored with the embedding) is computed:
+# Where the reference's inversion (the start latent stored with the embedding) is computed:
 # "plain" through the unpatched model (as the reference code does), "embedded" through the trained raw embeddings.
 INVERSION_CHOICES: tuple[str, ...] = ("plain", "embedded")
 GRAD_SCALER_INIT_SCALE = 2.0**16  # torch's default starting loss scale (fp16 only)
@@ -57,13 +58,15 @@ class TrainingConfig:
         steps: total optimisation steps (a resumed run continues up to this number).
         learning_rate, weight_decay: AdamW settings for the embeddings (constant schedule).
         loss: ``base``, ``debiased_temporal`` or ``debiased_hybrid``.
-        layer_set: ``paper``, ``paper+640`` or ``all`` (see :mod:`motion_core.temporal_layers`).
+        layer_set: one of the model family's layer sets (UNet3D: ``paper``, ``paper+640``, ``all``, see
+            :mod:`motion_core.families.unet3d_layers`; Wan: see :mod:`motion_core.families.wan`), or ``auto``
+            for the family's default (``paper`` on UNet3D, as the paper; ``alternate`` on Wan).
         seed: drives the VAE posterior sample, per-step noise and timesteps.
         gradient_checkpointing: ``auto``, ``on`` or ``off`` (a bool is read as on/off): recompute layer
             activations in the backward pass to save memory; ``auto`` turns it on only when needed.
         save_every: also save the embedding every this many steps (0: only at the end or when stopped).
         inversion: ``plain`` or ``embedded``, see :data:`INVERSION_CHOICES`.
-        inversion_steps: DDIM inversion steps (0 skips the inversion).
+        inversion_steps: inversion steps (DDIM on UNet3D, flow Euler on Wan; 0 skips the inversion).
         lora_rank, lora_learning_rate, lora_off_probability: spatial LoRA of the hybrid loss.
     """
 
@@ -72,7 +75,7 @@ class TrainingConfig:
     learning_rate: float = 0.02
     weight_decay: float = 0.01
     loss: str = "base"
-    layer_set: str = "paper"
+    layer_set: str = FAMILY_DEFAULT
     seed: int = 0
     gradient_checkpointing: str = "auto"
     save_every: int = 100
@@ -148,8 +151,8 @@ def _check_frame_shape(model: VideoModel, frames: torch.Tensor) -> None:
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise InvalidSettingError(f"Training frames must be (frames, height, width, 3), got {tuple(frames.shape)}.")
     count, height, width, _ = frames.shape
-    if count < 2:
-        raise InvalidSettingError(f"Motion needs at least 2 frames; got {count}.")
+    if count < model.family.min_frames:
+        raise InvalidSettingError(f"Motion needs at least {model.family.min_frames} frames; got {count}.")
     multiple = model.size_multiple
     if height % multiple or width % multiple:
         raise InvalidSettingError(f"Training size {width}x{height} must be a multiple of {multiple} for {model.name}; resize the frames first.")
@@ -183,10 +186,13 @@ class _Trainer:
         count, height, width, _ = self.frames.shape
         self.latents = encode_frames(model, self.frames, torch.Generator().manual_seed(config.seed))
         self.text = encode_prompt(model, config.prompt)
-        blocks = select_temporal_blocks(model.unet, config.layer_set)
         latent_h, latent_w = self.latents.shape[-2:]
+        blocks = model.family.select_sites(model.denoiser, config.layer_set, int(latent_h), int(latent_w))
+        described = model.family.describe_layer_set(model.denoiser, config.layer_set, int(latent_h), int(latent_w))
+        logger.info("Layer set %s: %s", config.layer_set, described)
         if resume is not None:
-            check_fits(resume.info, model.family, select_temporal_blocks(model.unet, "all"), model.name, architecture=model.identity.get("architecture"))
+            sites = model.family.find_sites(model.denoiser)
+            check_fits(resume.info, model.family, sites, model.name, architecture=model.identity.get("architecture"))
             if (resume.info.train_frames, resume.info.latent_height, resume.info.latent_width) != (count, latent_h, latent_w):
                 raise InvalidSettingError(
                     f"The embedding to resume was trained at {resume.info.train_width}x{resume.info.train_height}, "
@@ -195,7 +201,7 @@ class _Trainer:
             blocks = list(resume.info.blocks)
             self.completed_steps = resume.info.steps
         self.info = EmbeddingInfo(
-            family=model.family,
+            family=model.family.name,
             base_model=dict(model.identity),
             blocks=tuple(blocks),
             train_width=width,
@@ -212,7 +218,9 @@ class _Trainer:
                 "layer_set": config.layer_set,
                 "seed": config.seed,
                 "inversion": config.inversion if config.inversion_steps else "none",
+                **model.family.training_facts(model),
             },
+            latent_frames=model.family.stored_latent_frames(count),
         )
         self.timings["setup"] = time.perf_counter() - start
         if config.inversion == "plain" and config.inversion_steps:
@@ -228,16 +236,20 @@ class _Trainer:
         initial = resume if resume is not None else zero_embedding(self.info)
         self.query_key = {k: nn.Parameter(v.detach().to(model.device, torch.float32).clone()) for k, v in initial.query_key.items()}
         self.value = {k: nn.Parameter(v.detach().to(model.device, torch.float32).clone()) for k, v in initial.value.items()}
-        self.processors = build_processors(model.unet, model.kernel, blocks, self.query_key, self.value)
+        grid = (int(self.latents.shape[2]), int(self.latents.shape[3]), int(self.latents.shape[4]))
+        self.processors = model.family.build_processors(model, blocks, self.query_key, self.value, grid)
         self.lora: dict[str, SpatialLoRAProcessor] = {}
         groups = [{"params": [*self.query_key.values(), *self.value.values()], "lr": config.learning_rate}]
         if config.loss == "debiased_hybrid":
-            modules = dict(model.unet.named_modules())
+            modules = dict(model.denoiser.named_modules())
             torch.manual_seed(config.seed)
-            for name in spatial_attention_names(model.unet):
+            for name in model.family.spatial_lora_sites(model.denoiser):
                 self.lora[name] = SpatialLoRAProcessor(modules[name], config.lora_rank, model.kernel).to(model.device)
             groups.append({"params": [p for proc in self.lora.values() for p in proc.parameters()], "lr": config.lora_learning_rate})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        count = sum(p.numel() for p in groups[0]["params"])
+        model_count = sum(p.numel() for p in model.denoiser.parameters())
+        logger.info("Training %d embedding parameters (%.2f %% of the denoiser's %d)", count, 100 * count / model_count, model_count)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(
             model.device.type, init_scale=GRAD_SCALER_INIT_SCALE, enabled=model.dtype == torch.float16
@@ -246,10 +258,10 @@ class _Trainer:
             self._restore_training_state(resume.training_state)
 
     def invert(self, on_step: Callable[[int, int], None] | None) -> None:
-        """DDIM-invert the clip's latents (empty prompt) through the model as it is patched now."""
+        """Invert the clip's latents (empty prompt) through the model as it is patched now."""
         start = time.perf_counter()
         empty = encode_prompt(self.model, "")
-        self.inverted_latent = ddim_invert(self.model, self.latents, empty, self.config.inversion_steps, on_step)[0].cpu()
+        self.inverted_latent = invert_latents(self.model, self.latents, empty, self.config.inversion_steps, on_step)[0].cpu()
         self.timings["inversion"] = time.perf_counter() - start
 
     def _named_trainables(self) -> dict[str, torch.Tensor]:
@@ -343,7 +355,7 @@ class _Trainer:
         generator = step_generator(self.config.seed, step)
         shape = self.latents.shape
         noise = torch.randn(shape, generator=generator)
-        timestep = torch.randint(0, self.model.scheduler.config.num_train_timesteps, (1,), generator=generator)
+        timestep = self.model.family.draw_timestep(self.model, generator)
         lora_on = bool(torch.rand((), generator=generator).item() >= self.config.lora_off_probability)
         anchor = int(torch.randint(0, shape[2], (1,), generator=generator).item())
         spatial_frame = int(torch.randint(0, shape[2], (1,), generator=generator).item())
@@ -372,8 +384,8 @@ class _Trainer:
         set through the backward pass, because gradient checkpointing re-runs the forward there.
         """
         model, config = self.model, self.config
-        noisy = add_noise(model.scheduler, self.latents, draws.noise, draws.timestep)
-        target = training_target(model.scheduler, self.latents, draws.noise, draws.timestep)
+        noisy = model.family.add_noise(model, self.latents, draws.noise, draws.timestep)
+        target = model.family.training_target(model, self.latents, draws.noise, draws.timestep)
         for proc in self.lora.values():
             proc.enabled, proc.frozen = draws.lora_on, True
         try:
@@ -389,9 +401,9 @@ class _Trainer:
         return value
 
     def _predict(self, noisy: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """The UNet's output for ``noisy`` ``(1, C, F, h, w)`` at ``timestep``, under the model's autocast."""
+        """The denoiser's output for ``noisy`` ``(1, C, F, h, w)`` at ``timestep``, under the model's autocast."""
         with autocast(self.model):
-            return self.model.unet(noisy.to(self.model.dtype), timestep, encoder_hidden_states=self.text).sample
+            return self.model.family.predict(self.model, noisy, timestep, self.text)
 
     def _backward_if_finite(self, loss: torch.Tensor) -> float:
         """Backpropagate ``loss`` (scaled for fp16) unless it is NaN/inf; returns its value either way."""
@@ -409,9 +421,9 @@ class _Trainer:
         for proc in self.processors.values():
             proc.enabled = False
         try:
-            noisy = add_noise(model.scheduler, clean, draws.spatial_noise, draws.timestep)
+            noisy = model.family.add_noise(model, clean, draws.spatial_noise, draws.timestep)
             prediction = self._predict(noisy, draws.timestep)
-            loss = base_loss(prediction, training_target(model.scheduler, clean, draws.spatial_noise, draws.timestep))
+            loss = base_loss(prediction, model.family.training_target(model, clean, draws.spatial_noise, draws.timestep))
             value = self._backward_if_finite(loss)
         finally:
             for proc in self.processors.values():
@@ -480,11 +492,13 @@ def train_motion_embedding(
     on_step: StepCallback | None = None,
     on_inversion_step: Callable[[int, int], None] | None = None,
 ) -> TrainingResult:
-    """Fit motion embeddings to ``frames`` and return them with the DDIM-inverted reference latent.
+    """Fit motion embeddings to ``frames`` and return them with the inverted reference latent.
 
     Args:
         model: loaded model (its weights stay frozen and unpatched afterwards, whatever happens).
-        frames: ``(F, H, W, 3)`` in 0..1, already at the training size (multiples of ``model.size_multiple``).
+        frames: ``(F, H, W, 3)`` in 0..1, already at the training size (multiples of ``model.size_multiple``). A
+            family whose VAE needs a frame count of a certain form (Wan: 1 + 4k) uses the longest such prefix
+            and logs it.
         config: training settings.
         output_path: where the embedding is saved (atomically) at the end, every ``save_every`` steps, and
             when training stops early (Cancel, error, NaN loss); checked for writability before any work. When a
@@ -493,23 +507,28 @@ def train_motion_embedding(
         resume: an embedding to continue from (same model, size and frame count); its ``steps`` is where
             training resumes, and its ``training_state`` (when present) makes the continuation exact.
         on_step: ``(completed_steps, total_steps, loss)`` after each step; raising from it cancels training.
-        on_inversion_step: ``(done, total)`` during the DDIM inversion; may raise to cancel.
+        on_inversion_step: ``(done, total)`` during the inversion; may raise to cancel.
     """
     config.validate()
+    model.family.check_loss(config.loss)
+    config = replace(config, layer_set=model.family.resolve_layer_set(config.layer_set))
     _check_frame_shape(model, frames)
+    frames = frames[: model.family.round_frames(frames.shape[0])]
     count = frames.shape[0]
+    latent_frames = model.family.latent_frames(count)
     latent_h, latent_w = model.latent_size(frames.shape[2], frames.shape[1])
     checkpointing = decide_gradient_checkpointing(
-        model, count, latent_h, latent_w, config.gradient_checkpointing, config.layer_set
+        model, latent_frames, latent_h, latent_w, config.gradient_checkpointing, config.layer_set
     )
-    check_training_fits(model, count, latent_h, latent_w, checkpointing, config.layer_set)
+    check_training_fits(model, latent_frames, latent_h, latent_w, checkpointing, config.layer_set, video_frames=count)
     _check_frame_values(frames)
     output_path = check_output_writable(output_path) if output_path is not None else None
     trainer = _Trainer(model, frames, config, output_path)
     with model.lock:
         trainer.setup(resume, on_inversion_step)
         all_processors = {**trainer.processors, **trainer.lora}
-        with installed_processors(model.unet, all_processors), gradient_checkpointing(model.unet, checkpointing):
+        checkpointed = model.family.gradient_checkpointing(model.denoiser, checkpointing)
+        with installed_processors(model.denoiser, all_processors), checkpointed:
             try:
                 trainer.run_steps(on_step)
             except (TrainingDivergedError, EmbeddingSaveError):
@@ -537,7 +556,7 @@ def _invert_through_embeddings(trainer: _Trainer, on_step: Callable[[int, int], 
         if trainer.output_path is not None:
             save_embedding_or_rescue(trainer.snapshot(False, inversion_stopped=True), trainer.output_path)
             logger.warning(
-                "The DDIM inversion stopped; the trained embedding was saved to %s without its inverted latent "
+                "The inversion stopped; the trained embedding was saved to %s without its inverted latent "
                 "(sampling will start from pure noise).", trainer.output_path,
             )
         raise
@@ -549,20 +568,22 @@ def evaluation_loss(model: VideoModel, frames: torch.Tensor, prompt: str, embedd
 
     The draws depend only on ``seed``, so two embeddings are compared on exactly the same problems.
     """
+    family = model.family
     latents = encode_frames(model, frames, torch.Generator().manual_seed(seed))
     text = encode_prompt(model, prompt)
-    processors = build_processors(model.unet, model.kernel)
+    grid = (int(latents.shape[2]), int(latents.shape[3]), int(latents.shape[4]))
+    processors = family.build_processors(model, grid=grid)
     if embedding is not None:
         emb = embedding.to(model.device)
-        processors = build_processors(model.unet, model.kernel, embedding.info.blocks, emb.query_key, emb.value)
+        processors = family.build_processors(model, embedding.info.blocks, emb.query_key, emb.value, grid)
     total = 0.0
-    with model.lock, installed_processors(model.unet, processors):
+    with model.lock, installed_processors(model.denoiser, processors):
         for draw in range(draws):
             generator = step_generator(seed, draw)
             noise = torch.randn(latents.shape, generator=generator).to(model.device)
-            timestep = torch.randint(0, model.scheduler.config.num_train_timesteps, (1,), generator=generator).to(model.device)
-            noisy = add_noise(model.scheduler, latents, noise, timestep)
+            timestep = family.draw_timestep(model, generator).to(model.device)
+            noisy = family.add_noise(model, latents, noise, timestep)
             with autocast(model):
-                prediction = model.unet(noisy.to(model.dtype), timestep, encoder_hidden_states=text).sample
-            total += float(base_loss(prediction, training_target(model.scheduler, latents, noise, timestep)))
+                prediction = family.predict(model, noisy, timestep, text)
+            total += float(base_loss(prediction, family.training_target(model, latents, noise, timestep)))
     return total / draws

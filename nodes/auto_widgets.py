@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..motion_core.families import FAMILY_DEFAULT
 from ..motion_core.recommended_settings import SETTINGS_FILE, built_in_default
 
 AUTO = 0
 AUTO_FRAME_COUNT = -1
 AUTO_CFG = -1.0
-AUTO_LAYERS = "auto"
+AUTO_LAYERS = FAMILY_DEFAULT
 
 
 def given(value: Any, auto: Any) -> Any | None:

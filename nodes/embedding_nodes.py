@@ -10,7 +10,6 @@ from ..motion_core.embedding_file import load_embedding, save_embedding
 from ..motion_core.errors import EmbeddingFileError
 from ..motion_core.safe_paths import unique_output_path
 from ..motion_core.sampling import AppliedMotion
-from ..motion_core.temporal_layers import find_temporal_blocks
 from . import comfy_bridge
 from .embedding_facts import embedding_facts
 from .handles import CATEGORY, EMBEDDING_PREFIX, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
@@ -91,7 +90,7 @@ class ApplyMotionEmbedding:
 
     def apply(self, model: MotionModel, motion_embedding: MotionEmbedding, strength: float, mode: str):
         video_model = model.model
-        check_fits(motion_embedding.info, video_model.family, find_temporal_blocks(video_model.unet), video_model.name,
+        check_fits(motion_embedding.info, video_model.family, video_model.family.find_sites(video_model.denoiser), video_model.name,
                    architecture=video_model.identity.get("architecture"))
         motion = AppliedMotion(motion_embedding, float(strength), resolve_mode(mode, motion_embedding.info))
         return (MotionModel(video_model, motion),)

@@ -12,8 +12,9 @@ from .handles import CATEGORY, MODEL_TYPE, MotionModel
 
 class LoadVideoModel:
     DESCRIPTION = (
-        "Loads a UNet3D text-to-video model (ZeroScope, ModelScope T2V, VideoCrafter2) from a diffusers folder in "
-        "models/diffusers, or the bundled toy-world demo model. The loaded model is cached between runs."
+        "Loads a text-to-video model from a diffusers folder in models/diffusers: UNet3D models (ZeroScope, ModelScope "
+        "T2V, VideoCrafter2, the bundled toy-world demo) or Wan 2.1/2.2 (WanPipeline folders). The loaded model is "
+        "cached between runs."
     )
     CATEGORY = f"{CATEGORY}/loaders"
     RETURN_TYPES = (MODEL_TYPE,)
@@ -28,7 +29,7 @@ class LoadVideoModel:
             "required": {
                 "model": (names, {"tooltip": "A diffusers folder (with model_index.json) in models/diffusers."}),
                 "precision": (list(PRECISION_CHOICES), {"default": parameter_default(load_video_model, "precision"), "tooltip": "auto: bf16 on a GPU that has it, else fp16 (trained with loss scaling); fp32 on CPU. The VAE always runs in fp32 and motion embeddings are always kept in fp32."}),
-                "attention": (list(ATTENTION_CHOICES), {"default": parameter_default(load_video_model, "attention"), "tooltip": "Kernel for the temporal attention layers. auto: xformers on CUDA when installed, else SDPA; plain matmul on CPU."}),
+                "attention": (list(ATTENTION_CHOICES), {"default": parameter_default(load_video_model, "attention"), "tooltip": "Kernel for the temporal attention layers. auto: xformers on CUDA when installed, else SDPA; plain matmul on CPU. Wan models always use SDPA."}),
             }
         }
 

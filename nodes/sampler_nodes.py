@@ -44,7 +44,7 @@ class MotionSampler:
                 "steps": ("INT", {"default": AUTO, "min": AUTO, "max": 1000, "tooltip": auto_tooltip("Denoising steps.", "sample", "steps")}),
                 "cfg": ("FLOAT", {"default": AUTO_CFG, "min": AUTO_CFG, "max": 50.0, "step": 0.1, "tooltip": auto_tooltip("Classifier-free guidance scale (1 disables guidance, 0 is unconditional).", "sample", "cfg", AUTO_CFG)}),
                 "seed": ("INT", {"default": _default("seed"), "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Noise seed."}),
-                "scheduler": (list(SCHEDULERS), {"default": _default("scheduler"), "tooltip": "Sampler (the paper uses DDIM)."}),
+                "scheduler": (list(SCHEDULERS), {"default": _default("scheduler"), "tooltip": "Sampler. auto: the model family's default (DDIM, as the paper, on UNet3D models; Euler on Wan)."}),
                 "noise_prior": ("FLOAT", {"default": _default("noise_prior"), "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Blend of the reference's DDIM-inverted latent into the start noise (0: pure noise)."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},

@@ -10,12 +10,12 @@ import torch
 from ..motion_core.defaults import field_default
 from ..motion_core.embedding import LOSS_NAMES, MotionEmbedding
 from ..motion_core.errors import VideoInputError
+from ..motion_core.families import FAMILIES, LAYER_CHOICES
 from ..motion_core.loss_plot import render_loss_curve
 from ..motion_core.memory_estimate import estimate_training_bytes
 from ..motion_core.model_loading import VideoModel
 from ..motion_core.recommended_settings import resolve_recommended
 from ..motion_core.safe_paths import unique_output_path
-from ..motion_core.temporal_layers import LAYER_SETS
 from ..motion_core.training import CHECKPOINTING_CHOICES, INVERSION_CHOICES, TrainingConfig, train_motion_embedding
 from . import comfy_bridge
 from .auto_widgets import AUTO, AUTO_FRAME_COUNT, AUTO_LAYERS, auto_tooltip, given
@@ -24,6 +24,7 @@ from .frames_prep import prepare_training_frames
 from .handles import CATEGORY, EMBEDDING_PREFIX, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
 
 logger = logging.getLogger(__name__)
+LAYERS_TOOLTIP = " ".join(f"{f.name} models: {f.layer_set_help}" for f in FAMILIES)
 LOSS_EVENT = "motion_inversion.loss"
 
 
@@ -40,7 +41,7 @@ def _on(tensor: torch.Tensor, device: torch.device) -> bool:
 def _model_bytes_off(model: VideoModel, device: torch.device) -> int:
     """Bytes of the model's weights that are not on ``device`` yet (0 once it is loaded there)."""
     total = 0
-    for module in (model.unet, model.vae, model.text_encoder):
+    for module in model.modules():
         for tensor in [*module.parameters(), *module.buffers()]:
             if not _on(tensor, device):
                 total += tensor.numel() * tensor.element_size()
@@ -52,7 +53,8 @@ def training_room(model: VideoModel, clip: torch.Tensor, config: TrainingConfig)
     model's weights where they are not there yet. ``auto`` checkpointing asks for room to train without it."""
     latent_h, latent_w = model.latent_size(clip.shape[2], clip.shape[1])
     checkpointing = config.gradient_checkpointing == "on"
-    need = estimate_training_bytes(model, clip.shape[0], latent_h, latent_w, checkpointing, config.layer_set)
+    frames = model.family.latent_frames(model.family.round_frames(clip.shape[0]))
+    need = estimate_training_bytes(model, frames, latent_h, latent_w, checkpointing, config.layer_set)
     return need + _model_bytes_off(model, model.device)
 
 
@@ -78,7 +80,7 @@ class TrainMotionEmbedding:
                 "steps": ("INT", {"default": AUTO, "min": AUTO, "max": 100_000, "tooltip": auto_tooltip("Optimisation steps.", "train", "steps")}),
                 "learning_rate": ("FLOAT", {"default": float(AUTO), "min": float(AUTO), "max": 10.0, "step": 0.001, "tooltip": auto_tooltip("AdamW learning rate of the embeddings.", "train", "learning_rate")}),
                 "loss": (list(LOSS_NAMES), {"default": _default("loss"), "tooltip": "base: plain diffusion loss. debiased_temporal: for objects that deform a lot. debiased_hybrid: for camera motion (adds a temporary spatial LoRA)."}),
-                "layers": ([AUTO_LAYERS, *LAYER_SETS], {"default": AUTO_LAYERS, "tooltip": "auto: the model's recommended layer set (without a motion_inversion.json, " + _default("layer_set") + "). paper: the deepest temporal blocks (1280-channel on ZeroScope). paper+640 adds the next level. all: every temporal block."}),
+                "layers": (list(LAYER_CHOICES), {"default": AUTO_LAYERS, "tooltip": "auto: the model's recommended layer set (its motion_inversion.json, else its family's default). " + LAYERS_TOOLTIP}),
                 "width": ("INT", {"default": AUTO, "min": AUTO, "max": 4096, "step": 8, "tooltip": auto_tooltip("Training width; frames are resized (crop) and the size rounded to what the model accepts.", "train", "width")}),
                 "height": ("INT", {"default": AUTO, "min": AUTO, "max": 4096, "step": 8, "tooltip": auto_tooltip("Training height.", "train", "height")}),
                 "frame_count": ("INT", {"default": AUTO_FRAME_COUNT, "min": AUTO_FRAME_COUNT, "max": 1024, "tooltip": auto_tooltip("Frames to train on (the first ones); 0 uses every frame given.", "train", "frames", AUTO_FRAME_COUNT)}),

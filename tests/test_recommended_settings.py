@@ -136,7 +136,7 @@ def test_resolving_fills_only_what_was_not_given_and_says_where_each_value_came_
     assert resolved == {"width": 40, "height": field_default(SamplingConfig, "height"), "frames": 7, "steps": 9,
                         "learning_rate": 0.3, "layers": field_default(TrainingConfig, "layer_set")}
     assert f"m: recommended training settings from {SETTINGS_FILE}: width 40, steps 9" in caplog.text
-    assert f"m: the pack's default training settings (no value in {SETTINGS_FILE}): height 320, layers paper" in caplog.text
+    assert f"m: the pack's default training settings (no value in {SETTINGS_FILE}): height 320, layers {field_default(TrainingConfig, 'layer_set')}" in caplog.text
     # sampling: an unset frame count follows the embedding's training frames when one is applied
     unset = {"width": None, "height": None, "frames": None, "steps": None, "cfg": None}
     assert resolve_sampling_recommended(settings, unset, "m", embedding_frames=5)["frames"] == 5

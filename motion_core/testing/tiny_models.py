@@ -125,3 +125,69 @@ def save_tiny_model(
     pipe = TextToVideoSDPipeline(**build_tiny_pipeline_parts(seed, prediction_type, unet_config))
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+# A Wan transformer small enough to build and run in milliseconds (24 k parameters): 2 blocks of 2 heads x 12.
+TINY_WAN_CONFIG: dict[str, Any] = {
+    "patch_size": (1, 2, 2),
+    "num_attention_heads": 2,
+    "attention_head_dim": 12,
+    "in_channels": 16,
+    "out_channels": 16,
+    "text_dim": 32,
+    "freq_dim": 32,
+    "ffn_dim": 48,
+    "num_layers": 2,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    "eps": 1e-6,
+    "image_dim": None,
+    "added_kv_proj_dim": None,
+    "rope_max_seq_len": 32,
+}
+# A Wan 2.1-layout VAE with base width 8 (0.9 M parameters): 16 latent channels, 4x temporal, 8x spatial.
+TINY_WAN_VAE_CONFIG: dict[str, Any] = {
+    "base_dim": 8,
+    "z_dim": 16,
+    "dim_mult": [1, 2, 4, 4],
+    "num_res_blocks": 1,
+    "attn_scales": [],
+    "temperal_downsample": [False, True, True],
+}
+
+
+def build_tiny_wan_parts(seed: int = 0, config: dict[str, Any] | None = None, scheduler: str = "flow_match_euler") -> dict[str, Any]:
+    """Random tiny ``transformer``, ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler`` of a Wan pipeline.
+
+    ``config`` replaces :data:`TINY_WAN_CONFIG`; ``scheduler`` is ``flow_match_euler`` (shift 3) or ``unipc``
+    (Wan's default, ``flow_shift`` 5) to exercise both ways a flow shift is stored.
+    """
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanTransformer3DModel
+
+    parts = build_tiny_pipeline_parts(seed)
+    torch.manual_seed(seed)
+    transformer = WanTransformer3DModel(**(config or TINY_WAN_CONFIG)).eval()
+    with torch.no_grad():  # larger self-attention outputs, so that what the motion sites do shows clearly in the output
+        for block in transformer.blocks:
+            block.attn1.to_out[0].weight.normal_(0.0, 0.2)
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKLWan(**TINY_WAN_VAE_CONFIG).eval()
+    if scheduler == "unipc":
+        flow = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
+    else:
+        flow = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    return {
+        "transformer": transformer, "vae": vae, "text_encoder": parts["text_encoder"], "tokenizer": parts["tokenizer"],
+        "scheduler": flow,
+    }
+
+
+def save_tiny_wan_model(
+    folder: str | Path, seed: int = 0, config: dict[str, Any] | None = None, scheduler: str = "flow_match_euler"
+) -> Path:
+    """Save a tiny random Wan text-to-video model as a diffusers ``WanPipeline`` folder and return its path."""
+    from diffusers import WanPipeline
+
+    folder = Path(folder)
+    WanPipeline(**build_tiny_wan_parts(seed, config, scheduler)).save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -1,0 +1,63 @@
+"""Flow-matching sampling and inversion for families whose denoiser predicts velocity (Wan and later DiTs).
+
+The formulas are :mod:`motion_core.flow_matching`'s; this module only walks its sigma schedule: down from 1 to 0
+to sample (Euler), up from 0 to 1 to invert a clean latent (the same Euler steps backwards).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+
+from .. import flow_matching as fm
+from ..precision import autocast
+from .base import Sampler, SamplerStep
+
+if TYPE_CHECKING:
+    from ..model_loading import VideoModel
+
+
+class FlowEulerSampler(Sampler):
+    """Euler steps of the flow ODE over ``flow_matching.sampling_sigmas(steps, shift)``; adds no noise.
+
+    ``timesteps`` are the sigmas of the model calls (1 first, the clean end 0 excluded).
+    """
+
+    def __init__(self, steps: int, shift: float) -> None:
+        self.sigmas = [float(s) for s in fm.sampling_sigmas(steps, shift)]
+        self.timesteps = self.sigmas[:-1]
+        self.start_scale = 1.0
+        self._index = 0
+
+    def step(self, output: torch.Tensor, timestep: float, latents: torch.Tensor) -> SamplerStep:
+        sigma, following = self.sigmas[self._index], self.sigmas[self._index + 1]
+        self._index += 1
+        velocity = output.to(latents.dtype)
+        return SamplerStep(fm.euler_step(latents, velocity, sigma, following), fm.predicted_clean(latents, velocity, sigma))
+
+
+@torch.no_grad()
+def flow_euler_invert(
+    model: VideoModel,
+    latents: torch.Tensor,
+    text: torch.Tensor,
+    steps: int,
+    shift: float,
+    on_step: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Integrate the flow ODE backwards from the clean ``latents`` ``(1, C, F', h, w)`` (sigma 0) to sigma 1.
+
+    The sampler's own sigmas in ascending order: ``steps`` model calls, evaluation ``i`` at the lower sigma of the
+    step (the clean latent for the first). Returns ``(1, C, F', h, w)`` fp32, where a ``steps``-step sampler starts.
+    """
+    sigmas = [float(s) for s in fm.sampling_sigmas(steps, shift).flip(0)]
+    sample = latents.to(torch.float32)
+    for index in range(steps):
+        with autocast(model):
+            velocity = model.family.predict(model, sample, torch.tensor([sigmas[index]]), text).float()
+        sample = fm.euler_step(sample, velocity, sigmas[index], sigmas[index + 1])
+        if on_step is not None:
+            on_step(index + 1, steps)
+    return sample
