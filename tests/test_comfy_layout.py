@@ -29,6 +29,7 @@ from motion_core.comfy_layout import (
     vae_to_comfy,
 )
 from motion_core.errors import InvalidSettingError, ModelLoadError
+from motion_core.testing.tiny_models import save_tiny_wan_model
 from motion_core.testing.tiny_wan_files import (
     TINY_COMFY_WAN_DIT,
     TINY_WAN_VAE,
@@ -159,6 +160,12 @@ def test_wan21_latent_statistics_are_diffusers_defaults():
 def test_refused_folder_writes_nothing_and_unknown_weights_are_not_dropped(tmp_path, tiny_model_dir):
     with pytest.raises(ModelLoadError, match="no transformer/ folder"):  # a UNet3D folder has no Wan DiT
         export_comfy(tiny_model_dir, tmp_path / "models")
+    wan_family_model = save_tiny_wan_model(tmp_path / "family-tiny-wan")  # a whole WanPipeline folder, heads of 12
+    with pytest.raises(ModelLoadError, match="heads of 12"):
+        export_comfy(wan_family_model, tmp_path / "models")
+    wan_family_dit = save_tiny_wan_model(tmp_path / "family-tiny-wan-128", config={**TINY_COMFY_WAN_DIT, "text_dim": 32})
+    with pytest.raises(ModelLoadError, match="num_res_blocks"):  # its VAE has one residual block per level
+        export_comfy(wan_family_dit, tmp_path / "models")
     folder = save_tiny_wan_folder(tmp_path / "heads12", build_tiny_wan_transformer(0, attention_head_dim=12, num_attention_heads=2),
                                   build_tiny_wan_vae(0))
     with pytest.raises(ModelLoadError, match="heads of 12"):

@@ -1,4 +1,7 @@
-"""Tiny random Wan 2.1 DiTs and VAEs, built from config and saved as diffusers folders, for the converter's tests.
+"""Tiny random Wan 2.1 DiTs and VAEs that ComfyUI can load, built from config, for the converter's tests.
+
+``tiny_models.TINY_WAN_CONFIG`` / ``TINY_WAN_VAE_CONFIG`` (the Wan family's test models) are smaller but not
+loadable by ComfyUI (heads of 12, one residual block per VAE level), so the converter refuses them.
 
 :data:`TINY_COMFY_WAN_DIT` has heads of 128 (what ComfyUI's Wan loader assumes) and a ``text_dim`` and
 ``freq_dim`` ComfyUI cannot infer, so an export must carry them in its metadata. :data:`TINY_WAN_VAE` is an
