@@ -29,10 +29,12 @@ from safetensors.torch import load_file, save_file
 
 from motion_core.comfy_layout import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, export_comfy, read_component
 from motion_core.testing.tiny_wan_files import build_tiny_wan_transformer, build_tiny_wan_vae, save_tiny_wan_folder
+from motion_core.video_io import read_video_frames
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 REPO = Path(__file__).resolve().parent.parent
 TOY_WAN = REPO / "assets" / "toyworld-wan"
+TOY_WAN_CLIP = REPO / "assets" / "sample_clips" / "toyworld_wan_red_square_bounce.mp4"  # 17 frames of 64x64
 # Largest allowed |ComfyUI - diffusers|, as a share of the diffusers output's largest magnitude.
 TOLERANCE = 1e-4
 
@@ -60,15 +62,18 @@ def _diffusers_models(folder: Path):
     return models
 
 
-def _inputs(dit, frames: int = 17, size: int = 64) -> dict[str, torch.Tensor]:
+def _inputs(dit, clip: torch.Tensor | None = None, frames: int = 17, size: int = 64) -> dict[str, torch.Tensor]:
+    """Random DiT inputs; ``clip`` ``(F, H, W, 3)`` in 0..1 to encode (default: random pixels, 17 x 64 x 64)."""
     generator = torch.Generator().manual_seed(5)
-    latent_frames, latent_size = 1 + (frames - 1) // 4, size // 8
+    if clip is None:
+        clip = torch.rand(frames, size, size, 3, generator=generator)
+    latent_shape = (1, 16, 1 + (clip.shape[0] - 1) // 4, clip.shape[1] // 8, clip.shape[2] // 8)
     return {
-        "latent": torch.randn(1, 16, latent_frames, latent_size, latent_size, generator=generator),
+        "latent": torch.randn(latent_shape, generator=generator),
         "timestep": torch.tensor([637.0]),
         "context": torch.randn(1, 9, dit.config.text_dim, generator=generator),
-        "frames": torch.rand(frames, size, size, 3, generator=generator),
-        "decode_latent": torch.randn(1, 16, latent_frames, latent_size, latent_size, generator=generator),
+        "frames": clip.float().contiguous(),
+        "decode_latent": torch.randn(latent_shape, generator=generator),
     }
 
 
@@ -96,10 +101,12 @@ def _run_in_comfyui(paths, inputs: dict[str, torch.Tensor], work: Path) -> tuple
     return load_file(str(work / "comfy.safetensors")), report
 
 
-def _check(folder: Path, name: str, work: Path) -> None:
+def _check(folder: Path, name: str, work: Path, clip: torch.Tensor | None = None) -> None:
     dit, vae = _diffusers_models(folder)
     paths = export_comfy(folder, work / "models", name)
-    inputs = _inputs(dit)
+    inputs = _inputs(dit, clip)
+    if clip is not None:  # a real clip: decode its own latent, as a VAE Encode -> VAE Decode chain would
+        inputs["decode_latent"] = _diffusers_outputs(dit, vae, inputs)["vae_latent"]
     comfy, report = _run_in_comfyui(paths, inputs, work)
 
     config = report["unet_config"]
@@ -139,4 +146,5 @@ def test_tiny_wan_files_load_in_comfyui_and_compute_what_diffusers_computes(tmp_
 
 @pytest.mark.skipif(not (TOY_WAN / "transformer").is_dir(), reason="the toy-world Wan is not bundled in this checkout")
 def test_bundled_toy_world_wan_loads_in_comfyui_and_computes_what_diffusers_computes(tmp_path):
-    _check(TOY_WAN, "toyworld-wan", tmp_path)
+    clip = read_video_frames(TOY_WAN_CLIP).frames if TOY_WAN_CLIP.is_file() else None
+    _check(TOY_WAN, "toyworld-wan", tmp_path, clip)
