@@ -1,4 +1,4 @@
-"""Command line over the same core the nodes use: ``python -m motion_core train | sample | info``.
+"""Command line over the same core the nodes use: ``python -m motion_core train | sample | info | export-comfy``.
 
 Every default comes from the core (the fields of :class:`TrainingConfig`, :class:`SamplingConfig` and
 :class:`AppliedMotion`, the parameters of the loaders), so the command line cannot drift from the library and
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from .attention import ATTENTION_CHOICES
+from .comfy_layout import export_comfy
 from .defaults import field_default, parameter_default
 from .embedding import LOSS_NAMES, MODE_CHOICES
 from .embedding_file import load_embedding, read_embedding_info
@@ -261,12 +262,25 @@ def _add_sample_parser(commands: argparse._SubParsersAction) -> None:
     sample.add_argument("--fps", type=_fps, default=parameter_default(write_video, "fps"), help="frame rate of the written video")
 
 
+# ----- export-comfy (parser) -----
+def _add_export_comfy_parser(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export-comfy", formatter_class=_HelpFormatter,
+        help="write a diffusers Wan 2.1 folder's DiT and VAE as files ComfyUI's Load Diffusion Model and Load VAE read")
+    export.add_argument("--model", required=True, type=Path, help="diffusers Wan folder (transformer/ and vae/)")
+    export.add_argument("--out-dir", required=True, type=Path,
+                        help="a ComfyUI models folder: writes diffusion_models/NAME.safetensors and vae/NAME.safetensors")
+    export.add_argument("--name", default=None, help="file name of both files (default: the model folder's name)")
+    export.add_argument("--overwrite", action="store_true", help="replace existing files of that name")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m motion_core", description=__doc__.split("\n\n")[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(commands)
     _add_sample_parser(commands)
+    _add_export_comfy_parser(commands)
     info = commands.add_parser("info", help="print what an embedding file holds")
     info.add_argument("embedding", type=Path, help="motion embedding file (.safetensors)")
     return parser
@@ -468,12 +482,18 @@ def _info(args: argparse.Namespace) -> None:
     sys.stdout.write(json.dumps(summary, indent=2) + "\n")
 
 
+# ----- export-comfy -----
+def _export_comfy(args: argparse.Namespace) -> None:
+    paths = export_comfy(args.model, args.out_dir, args.name, args.overwrite)
+    logger.info("wrote %s and %s", paths.transformer, paths.vae)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code (0, 2 for the pack's errors, 130 for Ctrl-C)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
-        {"train": _train, "sample": _sample, "info": _info}[args.command](args)
+        {"train": _train, "sample": _sample, "info": _info, "export-comfy": _export_comfy}[args.command](args)
     except MotionInversionError as exc:
         logger.error("error: %s", exc)
         return ERROR_EXIT_CODE
