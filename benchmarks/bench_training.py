@@ -8,11 +8,15 @@ Prints ratios (this machine is noisy; only ratios measured in the same run mean 
 - sampling time with an embedding applied / without, same settings;
 - a whole training run split into setup, steps, inversion and save.
 
+Every model family runs the same measurements through the family interface (``model.family``, ``model.denoiser``).
+
 Usage:
     python benchmarks/bench_training.py --preset tiny
     python benchmarks/bench_training.py --preset zeroscope-small       # full ZeroScope UNet, random weights, CPU-sized
     python benchmarks/bench_training.py --preset zeroscope-paper       # 576x320, 24 frames (a GPU)
     python benchmarks/bench_training.py --preset tiny --scale           # time and memory at three sizes
+    python benchmarks/bench_training.py --family wan                   # = --preset wan-small: Wan 2.1 1.3B, CPU-sized
+    python benchmarks/bench_training.py --preset wan-480p              # Wan 2.1 1.3B at 480x832, 81 frames (a GPU)
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,31 +37,73 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from motion_core.checkpointing import gradient_checkpointing  # noqa: E402
-from motion_core.diffusion import add_noise, encode_prompt  # noqa: E402
+from motion_core.diffusion import encode_prompt  # noqa: E402
+from motion_core.families import ModelFamily, family_named  # noqa: E402
 from motion_core.memory_estimate import estimate_training_bytes  # noqa: E402
 from motion_core.model_loading import load_video_model  # noqa: E402
-from motion_core.patching import build_processors, installed_processors  # noqa: E402
+from motion_core.patching import installed_processors  # noqa: E402
+from motion_core.precision import autocast  # noqa: E402
 from motion_core.sampling import AppliedMotion, SamplingConfig, sample_video  # noqa: E402
-from motion_core.testing.tiny_models import ZEROSCOPE_UNET_CONFIG, save_tiny_model  # noqa: E402
+from motion_core.testing.tiny_models import (  # noqa: E402
+    TINY_WAN_VAE_CONFIG,
+    WAN_T2V_1_3B_CONFIG,
+    ZEROSCOPE_UNET_CONFIG,
+    save_tiny_model,
+    save_tiny_wan_model,
+)
 from motion_core.training import TrainingConfig, _Trainer, train_motion_embedding  # noqa: E402
 
 logger = logging.getLogger("bench_training")
 
+
+@dataclass(frozen=True)
+class Preset:
+    """One benchmark setting. Sizes are pixels of the folder's own VAE (see :func:`make_model_folder`).
+
+    Attributes:
+        kind: the random-weight model folder: ``tiny`` / ``zeroscope`` (UNet3D) or ``wan-1.3b`` (Wan).
+        width, height, frames: the training clip (video frames).
+        layer_set: the family's layer set.
+        steps: timed steps per case (and of the whole run).
+        sampling_repeats: timed generations with and without the embedding.
+        inversion_steps: of the whole run.
+    """
+
+    kind: str
+    width: int
+    height: int
+    frames: int
+    layer_set: str
+    steps: int
+    sampling_repeats: int = 3
+    inversion_steps: int = 50
+
+
 PRESETS = {
-    # name: (model kind, width, height, frames, layer set, timed steps). Sizes are pixels of the model's own VAE:
-    # the random-weight folders use the tiny test VAE (factor 2), so "zeroscope-small" runs the ZeroScope UNet on a
-    # 32x16 latent, which is what 256x128 pixels give through ZeroScope's real VAE (factor 8).
-    "tiny": ("tiny", 64, 64, 8, "paper", 10),
-    "zeroscope-small": ("zeroscope", 64, 32, 8, "paper", 3),
-    "zeroscope-paper": ("zeroscope", 144, 80, 24, "paper", 10),  # latent 72x40: 576x320 through ZeroScope's VAE
+    # The UNet3D folders use the tiny test VAE (factor 2), so "zeroscope-small" runs the ZeroScope UNet on a 32x16
+    # latent, which is what 256x128 pixels give through ZeroScope's real VAE (factor 8).
+    "tiny": Preset("tiny", 64, 64, 8, "paper", 10),
+    "zeroscope-small": Preset("zeroscope", 64, 32, 8, "paper", 3),
+    "zeroscope-paper": Preset("zeroscope", 144, 80, 24, "paper", 10),  # latent 72x40: 576x320 through ZeroScope's VAE
+    # The Wan folder has the tiny Wan VAE, whose factors are the real one's (8x8 pixels, 4 frames per latent frame):
+    # 17 frames of 64x64 -> 5 latent frames of 8x8 = 80 tokens. A forward pass of the 1.3B there takes ~5 s on one
+    # CPU thread, hence fewer repeats and a 10-step inversion in the whole run.
+    "wan-small": Preset("wan-1.3b", 64, 64, 17, "alternate", 3, sampling_repeats=2, inversion_steps=10),
+    "wan-480p": Preset("wan-1.3b", 832, 480, 81, "alternate", 10),  # 21 latent frames x 60x104 = 32,760 tokens (a GPU)
 }
+# What --family runs, and the family of each folder kind.
+FAMILY_PRESETS = {"unet3d": "tiny", "wan": "wan-small"}
+KIND_FAMILIES = {"tiny": "unet3d", "zeroscope": "unet3d", "wan-1.3b": "wan"}
 
 
 def make_model_folder(kind: str, folder: Path) -> Path:
-    """A diffusers folder with random weights: the tiny test model or the full ZeroScope UNet architecture."""
+    """A diffusers folder with random weights: the tiny test model, the full ZeroScope UNet architecture, or the
+    full Wan 2.1 T2V 1.3B transformer with the tiny Wan VAE and a tiny CLIP text encoder 4096 wide (Wan's
+    ``text_dim``; 12 text positions instead of UMT5's 512)."""
     if (folder / "model_index.json").is_file():
         return folder
+    if kind == "wan-1.3b":
+        return save_tiny_wan_model(folder, config=WAN_T2V_1_3B_CONFIG)
     save_tiny_model(folder)
     if kind == "zeroscope":
         from diffusers import UNet3DConditionModel
@@ -64,6 +111,22 @@ def make_model_folder(kind: str, folder: Path) -> Path:
         unet = UNet3DConditionModel(**{**ZEROSCOPE_UNET_CONFIG, "cross_attention_dim": 32})
         unet.save_pretrained(folder / "unet", safe_serialization=True)
     return folder
+
+
+def describe_preset(name: str, preset: Preset, family: ModelFamily) -> str:
+    """The first line of the output: model, sizes in pixels, latents and tokens."""
+    p = preset
+    if family.name == "wan":
+        factor = 2 ** (len(TINY_WAN_VAE_CONFIG["dim_mult"]) - 1)
+        _, patch_h, patch_w = WAN_T2V_1_3B_CONFIG["patch_size"]
+        latent_frames, latent_h, latent_w = family.latent_frames(p.frames), p.height // factor, p.width // factor
+        tokens = latent_frames * (latent_h // patch_h) * (latent_w // patch_w)
+        return (f"{name}: Wan 2.1 T2V 1.3B transformer (random weights; tiny Wan VAE, tiny CLIP text encoder 4096 wide), "
+                f"{p.width}x{p.height} pixels x {p.frames} frames = latent {latent_frames}x{latent_w}x{latent_h} "
+                f"({tokens:,} tokens), layers={p.layer_set}")
+    factor = 2  # the tiny test VAE of the UNet3D random-weight folders
+    return (f"{name}: {p.kind} UNet, {p.width}x{p.height} pixels = latent {p.width // factor}x{p.height // factor} "
+            f"({p.width // factor * 8}x{p.height // factor * 8} through an 8x VAE), {p.frames} frames, layers={p.layer_set}")
 
 
 def load(folder: Path, precision: str, attention: str):
@@ -75,15 +138,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def floor_processors(model, latents: torch.Tensor) -> dict:
+    """The family's plain processors (no embeddings) at the latents' grid: what the floor runs."""
+    return model.family.build_processors(model, grid=tuple(int(n) for n in latents.shape[2:]))
+
+
 def floor_step(model, latents: torch.Tensor, text: torch.Tensor, step: int) -> None:
-    """Forward + backward to the input of the frozen model (nothing trainable)."""
+    """Forward + backward to the input of the frozen model (nothing trainable), on the family's own objective."""
+    family = model.family
     generator = torch.Generator().manual_seed(step)
     noise = torch.randn(latents.shape, generator=generator).to(model.device)
-    timestep = torch.randint(0, 1000, (1,), generator=generator).to(model.device)
-    noisy = add_noise(model.scheduler, latents, noise, timestep).to(model.dtype).requires_grad_(True)
+    timestep = family.draw_timestep(model, generator).to(model.device)
+    noisy = family.add_noise(model, latents, noise, timestep).to(model.dtype).requires_grad_(True)
+    target = family.training_target(model, latents, noise, timestep)
     with torch.enable_grad():
-        out = model.unet(noisy, timestep, encoder_hidden_states=text).sample
-        torch.nn.functional.mse_loss(out.float(), noise).backward()
+        with autocast(model):
+            out = family.predict(model, noisy, timestep, text)
+        torch.nn.functional.mse_loss(out.float(), target.float()).backward()
 
 
 def time_calls(fn, count: int, device: torch.device) -> float:
@@ -104,22 +175,23 @@ def measure_steps(folder: Path, width: int, height: int, frames: int, layer_set:
     """Interleave floor and training steps so machine noise hits both alike."""
     model = load(folder, precision, attention)
     clip = torch.rand(frames, height, width, 3)
-    config = TrainingConfig(prompt="a red square", steps=10**6, learning_rate=0.02, layer_set=layer_set,
+    config = TrainingConfig(prompt="a red square", steps=10**6, learning_rate=0.02,
+                            layer_set=model.family.resolve_layer_set(layer_set),
                             gradient_checkpointing=checkpointing, inversion_steps=0)
     trainer = _Trainer(model, clip, config, None)
     trainer.setup(None)
-    floor_processors = build_processors(model.unet, model.kernel)
+    plain = floor_processors(model, trainer.latents)
     text = encode_prompt(model, "a red square")
     floor_times, train_times = [], []
-    with gradient_checkpointing(model.unet, checkpointing):
+    with model.family.gradient_checkpointing(model.denoiser, checkpointing):
         for i in range(-1, steps):
-            with installed_processors(model.unet, floor_processors):
+            with installed_processors(model.denoiser, plain):
                 sync(model.device)
                 start = time.perf_counter()
                 floor_step(model, trainer.latents, text, i)
                 sync(model.device)
                 floor_times.append(time.perf_counter() - start)
-            with installed_processors(model.unet, trainer.processors), torch.enable_grad():
+            with installed_processors(model.denoiser, trainer.processors), torch.enable_grad():
                 sync(model.device)
                 start = time.perf_counter()
                 trainer.optimizer.zero_grad(set_to_none=True)
@@ -172,9 +244,9 @@ class PeakRSS:
 
 
 def touch_weights(model) -> None:
-    """Read every UNet weight once: safetensors maps them lazily, and paging them in is not activation memory."""
+    """Read every denoiser weight once: safetensors maps them lazily, and paging them in is not activation memory."""
     with torch.no_grad():
-        for parameter in model.unet.parameters():
+        for parameter in model.denoiser.parameters():
             parameter.sum()
 
 
@@ -183,32 +255,39 @@ def peak_memory_child(args: argparse.Namespace) -> None:
     folder, width, height, frames, layer_set = Path(args.folder), args.width, args.height, args.frames, args.layer_set
     model = load(folder, args.precision, args.attention)
     clip = torch.rand(frames, height, width, 3)
+    layer_set = model.family.resolve_layer_set(layer_set)
     config = TrainingConfig(prompt="a red square", steps=10**6, layer_set=layer_set,
                             gradient_checkpointing=args.checkpointing, inversion_steps=0)
     trainer = _Trainer(model, clip, config, None)
     trainer.setup(None)
     text = encode_prompt(model, "a red square")
     touch_weights(model)
+    # Loading freed its staging copies of the weights; hand them back so that the peak below starts from the model.
+    release_memory()
     if model.device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    processors = trainer.processors if args.kind == "train" else build_processors(model.unet, model.kernel)
-    with (gradient_checkpointing(model.unet, args.checkpointing), installed_processors(model.unet, processors),
-          torch.enable_grad(), PeakRSS() as rss):
-        for i in range(2):
-            if args.kind == "train":
-                trainer.optimizer.zero_grad(set_to_none=True)
-                trainer.forward_backward(i)
-                trainer.optimizer.step()
-            else:
-                floor_step(model, trainer.latents, text, i)
+    processors = trainer.processors if args.kind == "train" else floor_processors(model, trainer.latents)
+    latent_frames, latent_h, latent_w = (int(n) for n in trainer.latents.shape[2:])
+    estimate = estimate_training_bytes(model, latent_frames, latent_h, latent_w, args.checkpointing, layer_set)
+    try:
+        with (model.family.gradient_checkpointing(model.denoiser, args.checkpointing),
+              installed_processors(model.denoiser, processors), torch.enable_grad(), PeakRSS() as rss):
+            for i in range(2):
+                if args.kind == "train":
+                    trainer.optimizer.zero_grad(set_to_none=True)
+                    trainer.forward_backward(i)
+                    trainer.optimizer.step()
+                else:
+                    floor_step(model, trainer.latents, text, i)
+    except torch.OutOfMemoryError:  # e.g. 480p/81f without checkpointing: reported as "does not fit"
+        sys.stdout.write(json.dumps({"peak_bytes": None, "estimate_bytes": estimate}) + "\n")
+        return
     if model.device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = rss.delta
-    latent_h, latent_w = trainer.latents.shape[-2:]
-    estimate = estimate_training_bytes(model, frames, latent_h, latent_w, args.checkpointing, layer_set)
     sys.stdout.write(json.dumps({"peak_bytes": peak, "estimate_bytes": estimate}) + "\n")
 
 
@@ -253,22 +332,24 @@ def measure_sampling(folder: Path, width: int, height: int, frames: int, layer_s
     return {"plain_s": p, "embedded_s": a, "ratio": a / p}
 
 
-def measure_end_to_end(folder: Path, width: int, height: int, frames: int, layer_set: str, precision: str, attention: str, steps: int) -> dict[str, float]:
+def measure_end_to_end(folder: Path, width: int, height: int, frames: int, layer_set: str, precision: str, attention: str,
+                       steps: int, inversion_steps: int = 50) -> dict[str, float]:
     start = time.perf_counter()
     model = load(folder, precision, attention)
     load_s = time.perf_counter() - start
     clip = torch.rand(frames, height, width, 3)
+    config = TrainingConfig(prompt="a red square", steps=steps, layer_set=layer_set, inversion_steps=inversion_steps)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train_motion_embedding(model, clip, TrainingConfig(prompt="a red square", steps=steps, layer_set=layer_set),
-                                        Path(tmp) / "e.safetensors")
+        result = train_motion_embedding(model, clip, config, Path(tmp) / "e.safetensors")
     return {"load": load_s, **result.timings}
 
 
-def scale_figures(folder: Path, width: int, height: int, frames: int, layer_set: str, steps: int,
+def scale_figures(folder: Path, family: ModelFamily, width: int, height: int, frames: int, layer_set: str, steps: int,
                   args: argparse.Namespace, out) -> list[dict[str, object]]:
-    """Step time and training peak memory (checkpointing on) at three sizes and at each layer set."""
-    cases = [(width, frames, layer_set), (width, frames * 2, layer_set), (width * 2, frames * 2, layer_set)]
-    cases += [(width, frames, other) for other in ("paper", "paper+640", "all") if other != layer_set]
+    """Step time and training peak memory (checkpointing on) at three sizes and at each of the family's layer sets."""
+    longer = family.round_frames(frames * 2)
+    cases = [(width, frames, layer_set), (width, longer, layer_set), (width * 2, longer, layer_set)]
+    cases += [(width, frames, other) for other in family.layer_sets if other != layer_set]
     rows = []
     for w, f, layers in cases:
         step = measure_steps(folder, w, height, f, layers, max(3, steps // 2), args.precision, args.attention, True)
@@ -283,7 +364,10 @@ def scale_figures(folder: Path, width: int, height: int, frames: int, layer_set:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=list(PRESETS), default="tiny")
+    parser.add_argument("--preset", choices=list(PRESETS), default=None,
+                        help="what to run (default: the --family's CPU-sized preset, else tiny)")
+    parser.add_argument("--family", choices=list(FAMILY_PRESETS), default=None,
+                        help=", ".join(f"{k}: --preset {v}" for k, v in FAMILY_PRESETS.items()))
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--attention", default="auto")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per case")
@@ -304,43 +388,66 @@ def main() -> None:
     if args.memory_child:
         peak_memory_child(args)
         return
-    kind, width, height, frames, layer_set, steps = PRESETS[args.preset]
-    steps = args.steps or steps
+    name = args.preset or FAMILY_PRESETS[args.family or "unet3d"]
+    preset = PRESETS[name]
+    family = family_named(KIND_FAMILIES[preset.kind])
+    if args.family is not None and family.name != args.family:
+        parser.error(f"--preset {name} is a {family.name} model, not {args.family}")
+    kind, width, height, frames, layer_set = preset.kind, preset.width, preset.height, preset.frames, preset.layer_set
+    steps = args.steps or preset.steps
     folder = make_model_folder(kind, args.work_dir / kind)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = sys.stdout.write
-    factor = 2  # the tiny test VAE of the random-weight folders
-    out(f"# {args.preset}: {kind} UNet, {width}x{height} pixels = latent {width // factor}x{height // factor} "
-        f"({width // factor * 8}x{height // factor * 8} through an 8x VAE), {frames} frames, layers={layer_set}, device={device}, "
+    out(f"# {describe_preset(name, preset, family)}, device={device}, "
         f"torch {torch.__version__}, threads {torch.get_num_threads()}\n")
-    figures: dict[str, object] = {"preset": args.preset, "device": device}
+    figures: dict[str, object] = {"preset": name, "family": family.name, "device": device,
+                                  "threads": torch.get_num_threads()}
     for checkpointing in (False, True):
-        step = measure_steps(folder, width, height, frames, layer_set, steps, args.precision, args.attention, checkpointing)
+        try:
+            step = measure_steps(folder, width, height, frames, layer_set, steps, args.precision, args.attention, checkpointing)
+        except torch.OutOfMemoryError:
+            step = None
+        release_memory()
         figures[f"step_checkpointing_{checkpointing}"] = step
+        if step is None:
+            out(f"training step / floor (checkpointing={checkpointing}): does not fit in {device} memory\n")
+            continue
         out(f"training step / floor (checkpointing={checkpointing}): {step['ratio']:.3f}  "
             f"(train {step['train_s']*1000:.0f} ms, floor {step['floor_s']*1000:.0f} ms, {step['embedding_params']:,} embedding params)\n")
-    release_memory()
     memory, estimates = {}, {}
     for checkpointing in (False, True):
         for what in ("floor", "train"):
             measured = measure_memory(folder, width, height, frames, layer_set, args.precision, args.attention, checkpointing, what)
             memory[(what, checkpointing)] = measured["peak_bytes"]
             estimates[checkpointing] = measured["estimate_bytes"]
+        train, floor = memory[("train", checkpointing)], memory[("floor", checkpointing)]
+        if train is None or floor is None:
+            out(f"peak memory training / floor (checkpointing={checkpointing}): does not fit in {device} memory "
+                f"(training {'did not fit' if train is None else f'{train/2**20:.0f} MiB'}, "
+                f"floor {'did not fit' if floor is None else f'{floor/2**20:.0f} MiB'})\n")
+            continue
         out(f"peak memory training / floor (checkpointing={checkpointing}): "
-            f"{memory[('train', checkpointing)] / max(memory[('floor', checkpointing)], 1):.3f}  "
-            f"(train {memory[('train', checkpointing)]/2**20:.0f} MiB, floor {memory[('floor', checkpointing)]/2**20:.0f} MiB; "
-            f"pre-flight estimate / measured training peak {estimates[checkpointing] / max(memory[('train', checkpointing)], 1):.2f})\n")
-    out(f"training memory with / without checkpointing: {memory[('train', True)] / max(memory[('train', False)], 1):.3f}\n")
+            f"{train / max(floor, 1):.3f}  (train {train/2**20:.0f} MiB, floor {floor/2**20:.0f} MiB; "
+            f"pre-flight estimate / measured training peak {estimates[checkpointing] / max(train, 1):.2f})\n")
+    if memory[("train", False)] is None or memory[("train", True)] is None:
+        out("training memory with / without checkpointing: n/a (a case did not fit)\n")
+    else:
+        out(f"training memory with / without checkpointing: {memory[('train', True)] / max(memory[('train', False)], 1):.3f}\n")
     figures["memory_bytes"] = {f"{w}_checkpointing_{c}": v for (w, c), v in memory.items()}
     figures["estimate_bytes"] = {f"checkpointing_{c}": v for c, v in estimates.items()}
-    sampling = measure_sampling(folder, width, height, frames, layer_set, args.precision, args.attention, repeats=3)
+    sampling = measure_sampling(folder, width, height, frames, layer_set, args.precision, args.attention,
+                                repeats=preset.sampling_repeats)
+    release_memory()
     figures["sampling"] = sampling
     out(f"sampling with embedding / without: {sampling['ratio']:.3f}  (with {sampling['embedded_s']:.2f} s, without {sampling['plain_s']:.2f} s)\n")
-    split = measure_end_to_end(folder, width, height, frames, layer_set, args.precision, args.attention, steps)
+    split = measure_end_to_end(folder, width, height, frames, layer_set, args.precision, args.attention, steps,
+                               preset.inversion_steps)
+    release_memory()
     figures["end_to_end_s"] = split
-    out("whole run, seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in split.items()) + f"  ({steps} steps)\n")
+    out("whole run, seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in split.items())
+        + f"  ({steps} steps, {preset.inversion_steps} inversion steps)\n")
     if args.scale:
-        figures["scale"] = scale_figures(folder, width, height, frames, layer_set, steps, args, out)
+        figures["scale"] = scale_figures(folder, family, width, height, frames, layer_set, steps, args, out)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
 

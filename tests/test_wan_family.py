@@ -71,6 +71,15 @@ def test_a_wan_folder_loads_as_the_wan_family(wan):
     assert not any(p.requires_grad for p in wan.denoiser.parameters())
 
 
+def test_a_tiny_wan_folder_of_another_text_dim_gets_a_text_encoder_that_wide(tmp_path):
+    # What benchmarks/bench_training.py --family wan builds at Wan 2.1's text_dim 4096, here at 48.
+    folder = save_tiny_wan_model(tmp_path / "wide-text", config={**TINY_WAN_CONFIG, "text_dim": 48})
+    model = load_video_model(folder, "fp32", "auto", "cpu", use_cache=False)
+    text = encode_prompt(model, PROMPT)
+    assert text.shape[-1] == model.text_encoder.config.hidden_size == model.denoiser.config.text_dim == 48
+    assert _forward(model, torch.randn(1, 16, 2, 4, 4), text).shape == (1, 16, 2, 4, 4)
+
+
 def test_the_shift_of_a_unipc_scheduler_config_sets_the_schedules(tmp_path):
     from motion_core import flow_matching as fm
 

@@ -61,6 +61,26 @@ def build_tiny_unet(seed: int = 0, config: dict[str, Any] | None = None):
     return unet.eval()
 
 
+def build_tiny_text_encoder(tokenizer, hidden_size: int = 32):
+    """A random 2-layer CLIP text encoder for ``tokenizer`` whose features are ``hidden_size`` wide (32 by default;
+    4096 gives the width of Wan's UMT5 features for a full-size Wan transformer's ``text_dim``)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            intermediate_size=64,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=12,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
+
+
 def build_tiny_pipeline_parts(
     seed: int = 0, prediction_type: str = "epsilon", unet_config: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -69,7 +89,6 @@ def build_tiny_pipeline_parts(
     ``unet_config`` replaces :data:`TINY_UNET_CONFIG` (e.g. to build a model of another architecture).
     """
     from diffusers import AutoencoderKL, DDIMScheduler
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     from ..testing.word_tokenizer import build_word_tokenizer
 
@@ -88,19 +107,7 @@ def build_tiny_pipeline_parts(
     ).eval()
     tokenizer = build_word_tokenizer(WORDS, model_max_length=12)
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=12,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    ).eval()
+    text_encoder = build_tiny_text_encoder(tokenizer)
     scheduler = DDIMScheduler(
         beta_schedule="scaled_linear",
         beta_start=0.00085,
@@ -145,6 +152,18 @@ TINY_WAN_CONFIG: dict[str, Any] = {
     "added_kv_proj_dim": None,
     "rope_max_seq_len": 32,
 }
+# Wan 2.1 T2V 1.3B transformer config (diffusers' convert_wan_to_diffusers.py, "Wan-T2V-1.3B"; 1,418,996,800
+# parameters): for benchmarks of the full architecture with random weights, not for tests.
+WAN_T2V_1_3B_CONFIG: dict[str, Any] = {
+    **TINY_WAN_CONFIG,
+    "num_attention_heads": 12,
+    "attention_head_dim": 128,
+    "text_dim": 4096,
+    "freq_dim": 256,
+    "ffn_dim": 8960,
+    "num_layers": 30,
+    "rope_max_seq_len": 1024,
+}
 # A Wan 2.1-layout VAE with base width 8 (0.9 M parameters): 16 latent channels, 4x temporal, 8x spatial.
 TINY_WAN_VAE_CONFIG: dict[str, Any] = {
     "base_dim": 8,
@@ -160,11 +179,16 @@ def build_tiny_wan_parts(seed: int = 0, config: dict[str, Any] | None = None, sc
     """Random tiny ``transformer``, ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler`` of a Wan pipeline.
 
     ``config`` replaces :data:`TINY_WAN_CONFIG`; ``scheduler`` is ``flow_match_euler`` (shift 3) or ``unipc``
-    (Wan's default, ``flow_shift`` 5) to exercise both ways a flow shift is stored.
+    (Wan's default, ``flow_shift`` 5) to exercise both ways a flow shift is stored. The tiny text encoder's
+    width follows the config's ``text_dim`` (32 for the tiny config, 4096 for :data:`WAN_T2V_1_3B_CONFIG`).
     """
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanTransformer3DModel
 
     parts = build_tiny_pipeline_parts(seed)
+    text_dim = int((config or TINY_WAN_CONFIG)["text_dim"])
+    if text_dim != parts["text_encoder"].config.hidden_size:
+        torch.manual_seed(seed + 2)
+        parts["text_encoder"] = build_tiny_text_encoder(parts["tokenizer"], text_dim)
     torch.manual_seed(seed)
     transformer = WanTransformer3DModel(**(config or TINY_WAN_CONFIG)).eval()
     with torch.no_grad():  # larger self-attention outputs, so that what the motion sites do shows clearly in the output
