@@ -1,7 +1,9 @@
 """Check that a toy-world text-to-video model does what the demo needs.
 
-Samples clips over every colour x shape prompt and many seeds with diffusers' ``TextToVideoSDPipeline``
-and measures, with :mod:`toyworld.metrics`:
+Samples clips over every colour x shape prompt and many seeds with the folder's own diffusers pipeline
+(``TextToVideoSDPipeline`` for the UNet3D toy at 8 frames of 32x32, ``WanPipeline`` for the toy-world Wan at
+17 frames of 64x64; the geometry follows the pipeline class unless ``--frames`` / ``--size`` say otherwise) and
+measures, with :mod:`toyworld.metrics`:
 
 * colour and shape follow the prompt (targets: >= 90 % each, and both together);
 * an object is present (fraction of frames; target >= 95 %);
@@ -12,6 +14,7 @@ Usage::
 
     python -m toyworld.check_model --model assets/toyworld-t2v --samples 64
     python -m toyworld.check_model --model assets/toyworld-t2v --samples 36 --guidance 1 3 5 7.5
+    python -m toyworld.check_model --model assets/toyworld-wan --samples 64 --guidance 3 5 --steps 20
 
 Also reported: ``velocity_change_px_per_frame``, the mean distance of each per-frame displacement from the
 clip's mean displacement (0 for constant velocity; bounces, curves and speed changes raise it), beside the
@@ -39,12 +42,42 @@ logger = logging.getLogger(__name__)
 
 TARGETS = {"colour_acc": 0.90, "shape_acc": 0.90, "presence": 0.95}
 
+#: Pipeline class -> (frames, size, extra call kwargs) the toy model of that family was trained for.
+GEOMETRY: dict[str, tuple[int, int, dict]] = {
+    "TextToVideoSDPipeline": (8, 32, {}),
+    # The toy tokenizer's 16 positions (WanPipeline's default is 512, UMT5's).
+    "WanPipeline": (17, 64, {"max_sequence_length": 16}),
+}
+
+
+def _load_wan_transformer(folder: Path):
+    """``WanTransformer3DModel`` from ``folder`` without ``accelerate``.
+
+    diffusers' ``from_pretrained`` refuses this class when ``accelerate`` is not installed (its fp32-kept modules
+    need low-memory loading), so build it from the config and load the fp32 safetensors weights directly.
+    """
+    from diffusers import WanTransformer3DModel
+    from safetensors.torch import load_file
+
+    model = WanTransformer3DModel.from_config(WanTransformer3DModel.load_config(folder))
+    state: dict = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(str(file)))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
 
 def load_pipeline(model: Path):
-    """Load the folder as a fp32 ``TextToVideoSDPipeline`` on CPU."""
-    from diffusers import TextToVideoSDPipeline
+    """Load the folder as a fp32 diffusers pipeline on CPU (the class named in its ``model_index.json``)."""
+    import diffusers
 
-    pipe = TextToVideoSDPipeline.from_pretrained(str(model), torch_dtype=torch.float32)
+    name = json.loads((Path(model) / "model_index.json").read_text())["_class_name"]
+    if name not in GEOMETRY:
+        raise ValueError(f"{model}: pipeline class {name!r} is not a toy-world model; expected one of {sorted(GEOMETRY)}")
+    extra = {}
+    if name == "WanPipeline":
+        extra["transformer"] = _load_wan_transformer(Path(model) / "transformer")
+    pipe = getattr(diffusers, name).from_pretrained(str(model), torch_dtype=torch.float32, **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -64,6 +97,7 @@ def sample_clips(
     Returns:
         ``[N, F, H, W, 3]`` float in 0..1.
     """
+    extra = GEOMETRY.get(type(pipe).__name__, (0, 0, {}))[2]
     out = []
     for i in range(0, len(prompts), batch):
         ps, ss = prompts[i : i + batch], seeds[i : i + batch]
@@ -77,6 +111,7 @@ def sample_clips(
             guidance_scale=guidance,
             generator=gens,
             output_type="pt",
+            **extra,
         ).frames
         video = torch.as_tensor(video)
         # diffusers returns [B, F, C, H, W] for output_type="pt"
@@ -125,11 +160,11 @@ def evaluate(clips: torch.Tensor, prompts: list[str], specs: list[tuple[str, str
     }
 
 
-def reference_stats(n: int = 64) -> dict:
+def reference_stats(n: int = 64, num_frames: int = 8, size: int = 32) -> dict:
     """The same statistics on rendered world clips (what a perfect model would score)."""
     from .world import random_clip
 
-    clips = [random_clip(3_000_000 + i) for i in range(n)]
+    clips = [random_clip(3_000_000 + i, num_frames=num_frames, height=size, width=size) for i in range(n)]
     frames = torch.stack([c.frames for c in clips])
     r = evaluate(frames, [c.caption for c in clips], [(c.colour, c.shape) for c in clips])
     r.pop("per_prompt_acc")
@@ -143,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--guidance", type=float, nargs="+", default=[1.5])
     ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--frames", type=int, default=None, help="frames per clip (default: the model family's)")
+    ap.add_argument("--size", type=int, default=None, help="square frame size (default: the model family's)")
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=Path("/tmp/toyworld_check.json"))
@@ -155,17 +192,21 @@ def main(argv: list[str] | None = None) -> None:
     prompts = [caption_for(c, s) for c, s in chosen]
     seeds = [args.seed + i for i in range(args.samples)]
     pipe = load_pipeline(args.model)
+    frames, size, _ = GEOMETRY[type(pipe).__name__]
+    frames, size = args.frames or frames, args.size or size
     report = {
         "model": str(args.model),
         "steps": args.steps,
         "seed": args.seed,
-        "world_reference": reference_stats(),
+        "frames": frames,
+        "size": size,
+        "world_reference": reference_stats(num_frames=frames, size=size),
         "targets": TARGETS,
         "by_guidance": {},
     }
     for g in args.guidance:
         t0 = time.time()
-        clips = sample_clips(pipe, prompts, seeds, g, args.steps)
+        clips = sample_clips(pipe, prompts, seeds, g, args.steps, frames, size)
         r = evaluate(clips, prompts, chosen)
         r["sample_seconds"] = time.time() - t0
         r["passes_targets"] = all(r[k] >= v for k, v in TARGETS.items())

@@ -1,5 +1,8 @@
 """Write the bundled reference clips for the demo (8 frames, 32x32, PyAV, near-lossless H.264).
 
+``--frames 17 --size 64 --prefix toyworld_wan --fps 16`` writes the toy-world Wan's clips (object, speeds and
+paths scaled with the canvas, see :func:`toyworld.world.reference_trajectories`).
+
 * ``toyworld_red_square_bounce.mp4``: a red square moving right at 3 px/frame that bounces off the right
   wall and comes back (not constant velocity, so Pearson motion fidelity is well defined).
 * ``toyworld_red_square_curve.mp4``: a red square on a quarter-circle arc.
@@ -11,6 +14,7 @@ reports the largest colour error.
 Usage::
 
     python -m toyworld.make_sample_clips --out assets/sample_clips
+    python -m toyworld.make_sample_clips --out assets/sample_clips --frames 17 --size 64 --prefix toyworld_wan --fps 16
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from pathlib import Path
 
 import torch
 
-from .world import DEFAULT_OBJECT_SIZE, caption_for, reference_trajectories, render_trajectory
+from .world import DEFAULT_FRAMES, DEFAULT_SIZE, caption_for, object_size, reference_trajectories, render_trajectory
 
 logger = logging.getLogger(__name__)
 
+#: Name (after the prefix) -> (colour, shape, reference trajectory).
 CLIPS: dict[str, tuple[str, str, str]] = {
-    "toyworld_red_square_bounce": ("red", "square", "bounce"),
-    "toyworld_red_square_curve": ("red", "square", "curve"),
+    "red_square_bounce": ("red", "square", "bounce"),
+    "red_square_curve": ("red", "square", "curve"),
 }
 
 
@@ -73,15 +78,19 @@ def read_video(path: Path) -> torch.Tensor:
     return torch.stack(frames).float() / 255.0
 
 
-def make_sample_clips(out: Path) -> dict:
-    """Render, write and verify every clip in :data:`CLIPS`. Returns per-clip info."""
-    trajs = reference_trajectories()
+def make_sample_clips(
+    out: Path, num_frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE, prefix: str = "toyworld", fps: int = 8
+) -> dict:
+    """Render, write and verify every clip in :data:`CLIPS` as ``<prefix>_<name>.mp4``. Returns per-clip info."""
+    trajs = reference_trajectories(num_frames, size)
+    obj = object_size(size, size)
     info = {}
-    for name, (colour, shape, traj) in CLIPS.items():
+    for short, (colour, shape, traj) in CLIPS.items():
+        name = f"{prefix}_{short}"
         centres = trajs[traj]
-        frames = render_trajectory(centres, colour, shape, DEFAULT_OBJECT_SIZE)
+        frames = render_trajectory(centres, colour, shape, obj, size, size)
         path = out / f"{name}.mp4"
-        codec = write_video(path, frames)
+        codec = write_video(path, frames, fps)
         back = read_video(path)
         err = (back - frames).abs()
         rec = {
@@ -90,11 +99,11 @@ def make_sample_clips(out: Path) -> dict:
             "colour": colour,
             "shape": shape,
             "trajectory": traj,
-            "size": DEFAULT_OBJECT_SIZE,
+            "size": obj,
             "frames": int(frames.shape[0]),
             "height": int(frames.shape[1]),
             "width": int(frames.shape[2]),
-            "fps": 8,
+            "fps": fps,
             "codec": codec,
             "centres_xy": centres.tolist(),
             "decode_max_abs_err": float(err.max()),
@@ -119,9 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("assets/sample_clips"))
+    ap.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
+    ap.add_argument("--size", type=int, default=DEFAULT_SIZE, help="square frame size in pixels")
+    ap.add_argument("--prefix", default="toyworld", help="file names are <prefix>_<clip>.mp4/.json")
+    ap.add_argument("--fps", type=int, default=8)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    make_sample_clips(args.out)
+    make_sample_clips(args.out, args.frames, args.size, args.prefix, args.fps)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ The world has one object on a (near) black background, so detection is threshold
 "intensity" is its brightest channel minus the frame's background level, and its coverage is that
 intensity divided by the object's core brightness. From coverage we get:
 
-* presence: a bright enough core and an object-sized blob (area 12-200 px, soft extent <= 18 px);
+* presence: a bright enough core and an object-sized blob (area 12-200 px, soft extent <= 18 px at 32x32;
+  areas scale with the square and extents with :func:`toyworld.world.canvas_scale` of the frame);
 * centroid: coverage-weighted mean ``(x, y)`` in pixel-centre coordinates matching :mod:`toyworld.world`
   (pixel ``i`` covers ``[i, i + 1)``, so its centre is ``i + 0.5``);
 * colour: the mean colour of the core pixels, brightness-normalised, nearest palette entry (also
@@ -26,13 +27,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .world import PALETTE, SHAPES
+from .world import PALETTE, SHAPES, canvas_scale
 
 logger = logging.getLogger(__name__)
 
 #: Fill-ratio boundaries: below TRIANGLE_MAX -> triangle, below CIRCLE_MAX -> circle, else square.
 TRIANGLE_MAX = 0.70
 CIRCLE_MAX = 0.91
+# Size limits at the default 32x32 canvas; detect_frame scales them with the frame.
 MIN_AREA = 12.0  # px of coverage for "present"
 MAX_AREA = 200.0  # more coverage than this is not one ~9 px object
 MAX_EXTENT = 18.0  # soft width / height limit (px) for "present"
@@ -103,6 +105,7 @@ def detect_frame(frame: torch.Tensor) -> dict:
     """
     frame = frame.float().clamp(0, 1)
     h, w, _ = frame.shape
+    scale = canvas_scale(h, w)  # exactly 1.0 at 32x32
     bg = frame.reshape(-1, 3).median(dim=0).values  # background level per channel (object is small)
     diff = (frame - bg).clamp(min=0)
     inten = diff.amax(dim=-1)  # [H, W]
@@ -114,7 +117,7 @@ def detect_frame(frame: torch.Tensor) -> dict:
     cov = (inten / core_level).clamp(0, 1)
     cov = torch.where(cov > 0.15, cov, torch.zeros_like(cov))  # suppress faint background noise
     area = float(cov.sum())
-    if area < MIN_AREA:
+    if area < MIN_AREA * scale * scale:
         return {**empty, "area": area}
     ys = torch.arange(h, dtype=torch.float32) + 0.5
     xs = torch.arange(w, dtype=torch.float32) + 0.5
@@ -123,7 +126,7 @@ def detect_frame(frame: torch.Tensor) -> dict:
     soft_w = float(cov.amax(dim=0).sum())
     soft_h = float(cov.amax(dim=1).sum())
     fill = area / max(soft_w * soft_h, 1e-6)
-    if area > MAX_AREA or soft_w > MAX_EXTENT or soft_h > MAX_EXTENT:
+    if area > MAX_AREA * scale * scale or soft_w > MAX_EXTENT * scale or soft_h > MAX_EXTENT * scale:
         return {**empty, "area": area, "fill": fill}
     core = cov > 0.7
     rgb = frame[core].mean(dim=0) if bool(core.any()) else frame[cov > 0].mean(dim=0)
@@ -220,8 +223,10 @@ def circular_spread(angles: list[float]) -> float:
     return 1.0 - float(torch.stack([a.cos().mean(), a.sin().mean()]).norm())
 
 
-def self_check(num_clips: int = 300, seed: int = 123) -> dict:
+def self_check(num_clips: int = 300, seed: int = 123, num_frames: int | None = None, size: int | None = None) -> dict:
     """Run the detector on rendered clips and compare with the world's ground truth.
+
+    ``num_frames`` / ``size`` choose the clip geometry (None: the world's defaults, 8 frames of 32x32).
 
     Returns:
         dict with ``colour_acc``, ``shape_acc``, ``presence``, ``centroid_err_px`` (mean), ``max_centroid_err_px``
@@ -233,7 +238,8 @@ def self_check(num_clips: int = 300, seed: int = 123) -> dict:
     errs = []
     fills: dict[str, list[float]] = {s: [] for s in SHAPES}
     for i in range(num_clips):
-        clip = random_clip(seed * 100_000 + i)
+        geometry = {k: v for k, v in (("num_frames", num_frames), ("height", size), ("width", size)) if v is not None}
+        clip = random_clip(seed * 100_000 + i, **geometry)
         det = detect_clip(clip.frames)
         col += det.colour == clip.colour
         shp += det.shape == clip.shape
@@ -255,5 +261,12 @@ def self_check(num_clips: int = 300, seed: int = 123) -> dict:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Check the detector against the world's ground truth.")
+    ap.add_argument("--clips", type=int, default=300)
+    ap.add_argument("--frames", type=int, default=None, help="frames per clip (default: the world's 8)")
+    ap.add_argument("--size", type=int, default=None, help="square canvas size (default: the world's 32)")
+    args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
-    self_check()
+    self_check(args.clips, num_frames=args.frames, size=args.size)

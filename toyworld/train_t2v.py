@@ -1,22 +1,29 @@
-"""Stage 2 of the demo model: train a tiny text-to-video UNet (and its text encoder) on the toy world.
+"""Stage 2 of a toy-world model: train its denoiser (and text encoder) from scratch on the toy world.
 
-Reads the VAE written by :mod:`toyworld.train_vae` from ``<out>/vae``, caches the VAE posteriors of
-``--num-clips`` rendered clips, then trains from scratch:
+One loop for both toy families; what differs (model, objective, latent normalisation, prompt encoding, folder
+layout) is a recipe in :mod:`toyworld.denoisers` chosen with ``--family``:
 
-* ``UNet3DConditionModel`` (block_out_channels (48, 96), layers_per_block 1, one cross-attention level
-  at the 8x8 latent grid plus the mid block, so it has temporal attention blocks for motion embeddings);
-* a tiny ``CLIPTextModel`` over a closed-vocabulary ``CLIPTokenizer``, trained jointly;
-* x0 ("sample") prediction, cosine ("squaredcos_cap_v2") schedule with 1000 steps, AdamW lr 1e-3 with
-  warm-up then cosine decay to 1e-4, batch 16, gradient clip 1, EMA 0.998 (the EMA weights are saved),
-  10 % caption dropout to the empty prompt for classifier-free guidance.
+* ``unet3d`` (default, ``assets/toyworld-t2v``): ``UNet3DConditionModel`` (block_out_channels (48, 96),
+  layers_per_block 1, one cross-attention level at the 8x8 latent grid plus the mid block, so it has temporal
+  attention blocks for motion embeddings); x0 ("sample") prediction, cosine schedule with 1000 steps.
+* ``wan`` (``assets/toyworld-wan``): ``WanTransformer3DModel`` with heads of 128, rectified flow
+  (:mod:`motion_core.flow_matching`, shift ``--shift``), prompts encoded with
+  :func:`motion_core.text_encoding.encode_masked_prompts`; 17-frame 64x64 clips.
 
-Every ``--save-every`` steps the EMA weights are written as a complete diffusers ``TextToVideoSDPipeline``
-folder at ``--out`` (so a partial run is usable) and a resumable state to ``--work-dir``.
+Shared: a tiny ``CLIPTextModel`` over a closed-vocabulary ``CLIPTokenizer``, trained jointly; the VAE written by
+:mod:`toyworld.train_vae` is read from ``<out>/vae`` and the posteriors of ``--num-clips`` rendered clips are
+cached (a fresh latent sample each step); AdamW lr 1e-3 with warm-up then cosine decay to 1e-4, batch 16,
+gradient clip 1, EMA 0.998 (the EMA weights are saved), 10 % caption dropout to the empty prompt for
+classifier-free guidance.
+
+Every ``--save-every`` steps the EMA weights are written as a complete diffusers folder at ``--out`` (so a
+partial run is usable) and a resumable state to ``--work-dir``.
 
 Usage::
 
     python -m toyworld.train_vae --out assets/toyworld-t2v --steps 1500 --seed 0
     python -m toyworld.train_t2v --out assets/toyworld-t2v --steps 2500 --seed 0
+    python -m toyworld.train_t2v --family wan --out assets/toyworld-wan --steps 600 --num-clips 400 --ema 0.995 --threads 1 --seed 0
 
 Add ``--resume`` to continue from ``<work-dir>/state.pt``.
 """
@@ -33,126 +40,24 @@ from pathlib import Path
 
 import torch
 
-from .train_vae import frames_to_images
-from .world import VOCAB, render_batch
+from .denoisers import (  # noqa: F401  (re-exported: the UNet3D names this module always had)
+    MODEL_MAX_LENGTH,
+    SCHEDULER_CONFIG,
+    T2V_TRAIN_SEED_OFFSET,
+    UNET_CONFIG,
+    build_text_encoder,
+    build_tokenizer,
+    make_recipe,
+    prefix_text_encoder_keys,
+    write_slow_tokenizer_files,
+)
 
 logger = logging.getLogger(__name__)
 
-T2V_TRAIN_SEED_OFFSET = 10_000_000
-MODEL_MAX_LENGTH = 16
 
-UNET_CONFIG: dict = {
-    "sample_size": 8,
-    "in_channels": 4,
-    "out_channels": 4,
-    "down_block_types": ["CrossAttnDownBlock3D", "DownBlock3D"],
-    "up_block_types": ["UpBlock3D", "CrossAttnUpBlock3D"],
-    "block_out_channels": [48, 96],
-    "layers_per_block": 1,
-    "norm_num_groups": 16,
-    "cross_attention_dim": 64,
-    "attention_head_dim": 8,
-}
-
-SCHEDULER_CONFIG: dict = {
-    "num_train_timesteps": 1000,
-    "beta_schedule": "squaredcos_cap_v2",
-    "prediction_type": "sample",
-    "clip_sample": False,
-    "set_alpha_to_one": True,
-    "timestep_spacing": "trailing",
-}
-
-
-def build_tokenizer():
-    """The closed-vocabulary CLIPTokenizer over the world's caption words."""
-    from motion_core.testing.word_tokenizer import build_word_tokenizer
-
-    return build_word_tokenizer(VOCAB, model_max_length=MODEL_MAX_LENGTH)
-
-
-def build_text_encoder(tokenizer, seed: int):
-    """A tiny CLIPTextModel (hidden 64, 2 layers) matching ``tokenizer``."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(seed)
-    cfg = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=UNET_CONFIG["cross_attention_dim"],
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=MODEL_MAX_LENGTH,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return CLIPTextModel(cfg)
-
-
-def build_unet(seed: int):
-    """A fresh UNet3DConditionModel with :data:`UNET_CONFIG`."""
-    from diffusers import UNet3DConditionModel
-
-    torch.manual_seed(seed)
-    return UNet3DConditionModel(**UNET_CONFIG)
-
-
-@torch.no_grad()
-def cache_latents(vae, num_clips: int, seed: int, chunk: int = 250) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Render clips and cache their VAE posteriors.
-
-    Returns:
-        ``(mean [N, 4, F, 8, 8], std [N, 4, F, 8, 8], captions)``, unscaled.
-    """
-    means, stds, caps = [], [], []
-    base = T2V_TRAIN_SEED_OFFSET + seed * 1_000_000
-    for start in range(0, num_clips, chunk):
-        seeds = list(range(base + start, base + min(start + chunk, num_clips)))
-        frames, captions, _ = render_batch(seeds)  # [B, F, H, W, 3]
-        b, f = frames.shape[:2]
-        post = vae.encode(frames_to_images(frames)).latent_dist
-        # [B*F, 4, h, w] -> [B, 4, F, h, w]
-        means.append(post.mean.reshape(b, f, *post.mean.shape[1:]).permute(0, 2, 1, 3, 4).contiguous())
-        stds.append(post.std.reshape(b, f, *post.std.shape[1:]).permute(0, 2, 1, 3, 4).contiguous())
-        caps.extend(captions)
-    return torch.cat(means), torch.cat(stds), caps
-
-
-def write_slow_tokenizer_files(tokenizer_dir: Path) -> None:
-    """Add ``vocab.json`` and ``merges.txt`` beside ``tokenizer.json``.
-
-    transformers 5 saves only ``tokenizer.json``; the slow ``CLIPTokenizer`` of transformers 4.x needs the two
-    classic files, so writing them keeps the folder loadable by older installs (ComfyUI often has 4.x).
-    """
-    data = json.loads((tokenizer_dir / "tokenizer.json").read_text())
-    model = data["model"]
-    (tokenizer_dir / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False))
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    (tokenizer_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-
-
-def prefix_text_encoder_keys(text_encoder_dir: Path) -> None:
-    """Store the text encoder's weights under ``text_model.*`` names.
-
-    transformers 5 saves ``CLIPTextModel`` weights without the ``text_model.`` prefix; transformers 4.x then
-    silently initialises every weight at random. The prefixed names (as in every published CLIP text
-    encoder, ZeroScope's included) load correctly in both.
-    """
-    from safetensors.torch import load_file, save_file
-
-    path = text_encoder_dir / "model.safetensors"
-    state = load_file(str(path))
-    fixed = {(k if k.startswith("text_model.") else "text_model." + k): v.contiguous() for k, v in state.items()}
-    save_file(fixed, str(path), metadata={"format": "pt"})
-
-
-def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet, scheduler, extra: dict) -> None:
-    """Write a complete diffusers ``TextToVideoSDPipeline`` folder plus ``train_info.json``."""
-    from diffusers import TextToVideoSDPipeline
-
-    pipe = TextToVideoSDPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
-    pipe.save_pretrained(out)
+def save_pipeline(recipe, out: Path, text_encoder, tokenizer, model, extra: dict) -> None:
+    """Write the recipe's complete diffusers folder plus ``train_info.json``."""
+    recipe.save(out, text_encoder, tokenizer, model)
     write_slow_tokenizer_files(out / "tokenizer")
     prefix_text_encoder_keys(out / "text_encoder")
     (out / "train_info.json").write_text(json.dumps(extra, indent=1))
@@ -173,58 +78,59 @@ def train_t2v(
     save_every: int = 250,
     threads: int = 2,
     resume: bool = False,
+    family: str = "unet3d",
+    shift: float | None = None,
 ) -> dict:
-    """Train the UNet + text encoder; see the module docstring. Returns the training summary."""
-    from diffusers import AutoencoderKL, DDIMScheduler
-
+    """Train the denoiser + text encoder; see the module docstring. Returns the training summary."""
     torch.set_num_threads(threads)
     work_dir.mkdir(parents=True, exist_ok=True)
-    vae = AutoencoderKL.from_pretrained(out / "vae").eval()
-    scaling = float(vae.config.scaling_factor)
+    recipe = make_recipe(family, **({"shift": shift} if shift is not None else {}))
+    recipe.load_vae(out)
     tokenizer = build_tokenizer()
     text_encoder = build_text_encoder(tokenizer, seed)
-    unet = build_unet(seed + 1)
-    scheduler = DDIMScheduler(**SCHEDULER_CONFIG)
-    n_unet = sum(p.numel() for p in unet.parameters())
+    model = recipe.build_model(seed + 1)
+    n_model = sum(p.numel() for p in model.parameters())
     n_text = sum(p.numel() for p in text_encoder.parameters())
-    logger.info("unet %.2f M params, text encoder %.3f M params", n_unet / 1e6, n_text / 1e6)
+    logger.info("%s %.2f M params, text encoder %.3f M params", recipe.model_key, n_model / 1e6, n_text / 1e6)
 
     t0 = time.time()
-    cache_file = work_dir / f"latents_seed{seed}_n{num_clips}.pt"
+    cache_file = work_dir / recipe.cache_name(seed, num_clips)
     if cache_file.exists():
         cached = torch.load(cache_file)
         lat_mean, lat_std, captions = cached["mean"], cached["std"], cached["captions"]
     else:
-        lat_mean, lat_std, captions = cache_latents(vae, num_clips, seed)
+        lat_mean, lat_std, captions = recipe.cache_latents(num_clips, seed)
         torch.save({"mean": lat_mean, "std": lat_std, "captions": captions}, cache_file)
+    cache_seconds = time.time() - t0
     logger.info(
-        "latents %s cached in %.0fs (scaled std %.3f)", tuple(lat_mean.shape), time.time() - t0, float(lat_mean.std() * scaling)
+        "latents %s cached in %.0fs (normalised std %.3f)",
+        tuple(lat_mean.shape),
+        cache_seconds,
+        float(recipe.normalise(lat_mean).std()),
     )
 
-    # Token ids for every distinct caption and for the empty prompt.
+    # Every distinct caption plus the empty prompt; a batch row indexes this list.
     vocab_caps = sorted(set(captions)) + [""]
     cap_index = torch.tensor([vocab_caps.index(c) for c in captions])
-    ids = tokenizer(
-        vocab_caps, padding="max_length", max_length=MODEL_MAX_LENGTH, truncation=True, return_tensors="pt"
-    ).input_ids  # [K, L]
     empty_idx = len(vocab_caps) - 1
 
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    params = list(model.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
-    for p in list(ema_unet.parameters()) + list(ema_text.parameters()):
+    ema_model, ema_text = copy.deepcopy(model).eval(), copy.deepcopy(text_encoder).eval()
+    for p in list(ema_model.parameters()) + list(ema_text.parameters()):
         p.requires_grad_(False)
-    ema_pairs = list(zip(list(ema_unet.parameters()) + list(ema_text.parameters()), params))
+    ema_pairs = list(zip(list(ema_model.parameters()) + list(ema_text.parameters()), params))
 
     start_step = 0
     history: list[dict] = []
     g = torch.Generator().manual_seed(seed + 7)
     state_file = work_dir / "state.pt"
+    key = recipe.model_key
     if resume and state_file.exists():
         st = torch.load(state_file)
-        unet.load_state_dict(st["unet"])
+        model.load_state_dict(st[key])
         text_encoder.load_state_dict(st["text"])
-        ema_unet.load_state_dict(st["ema_unet"])
+        ema_model.load_state_dict(st[f"ema_{key}"])
         ema_text.load_state_dict(st["ema_text"])
         opt.load_state_dict(st["opt"])
         g.set_state(st["gen"])
@@ -237,7 +143,7 @@ def train_t2v(
         p = min((step - warmup) / max(steps - warmup, 1), 1.0)
         return lr_min + (lr - lr_min) * 0.5 * (1 + math.cos(math.pi * p))
 
-    unet.train()
+    model.train()
     text_encoder.train()
     t_start = time.time()
     run_loss, run_n = 0.0, 0
@@ -247,17 +153,13 @@ def train_t2v(
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         idx = torch.randint(lat_mean.shape[0], (batch,), generator=g)
-        x0 = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=g)) * scaling
+        x0 = recipe.normalise(lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=g))
         cap = cap_index[idx].clone()
         drop = torch.rand(batch, generator=g) < cfg_dropout
         cap[drop] = empty_idx
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=g)
-        noisy = scheduler.add_noise(x0, noise, t)
-        enc = text_encoder(ids[cap])[0]  # [B, L, 64]
-        pred = unet(noisy, t, encoder_hidden_states=enc).sample
-        per = ((pred - x0) ** 2).mean(dim=(1, 2, 3, 4))
-        loss = per.mean()
+        prompts = [vocab_caps[i] for i in cap.tolist()]
+        res = recipe.objective(model, x0, lambda: recipe.encode_text(tokenizer, text_encoder, prompts), g)
+        loss = res.per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -266,9 +168,8 @@ def train_t2v(
             d = min(ema_decay, (1 + step) / (10 + step))
             for pe, p in ema_pairs:
                 pe.mul_(d).add_(p.detach(), alpha=1 - d)
-            b = (t * 4 // scheduler.config.num_train_timesteps).clamp(max=3)
-            bucket.index_add_(0, b, per.detach())
-            bucket_n.index_add_(0, b, torch.ones(batch))
+            bucket.index_add_(0, res.quarter, res.per_sample.detach())
+            bucket_n.index_add_(0, res.quarter, torch.ones(batch))
         run_loss += loss.item()
         run_n += 1
         done = step + 1
@@ -304,16 +205,18 @@ def train_t2v(
                 "lr_min": lr_min,
                 "ema_decay": ema_decay,
                 "cfg_dropout": cfg_dropout,
-                "unet_params": n_unet,
+                recipe.params_key: n_model,
                 "text_params": n_text,
+                **recipe.extra_info,
+                **({"latent_cache_seconds": cache_seconds} if recipe.extra_info else {}),
                 "history": history,
             }
-            save_pipeline(out, vae, ema_text, tokenizer, ema_unet, scheduler, info)
+            save_pipeline(recipe, out, ema_text, tokenizer, ema_model, info)
             torch.save(
                 {
-                    "unet": unet.state_dict(),
+                    key: model.state_dict(),
                     "text": text_encoder.state_dict(),
-                    "ema_unet": ema_unet.state_dict(),
+                    f"ema_{key}": ema_model.state_dict(),
                     "ema_text": ema_text.state_dict(),
                     "opt": opt.state_dict(),
                     "gen": g.get_state(),
@@ -331,6 +234,7 @@ def train_t2v(
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--family", choices=["unet3d", "wan"], default="unet3d", help="which toy model (see above)")
     ap.add_argument("--out", type=Path, default=Path("assets/toyworld-t2v"), help="model folder (must hold vae/)")
     ap.add_argument(
         "--work-dir",
@@ -349,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cfg-dropout", type=float, default=0.1)
     ap.add_argument("--save-every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--shift", type=float, default=None, help="flow shift (wan only; default 3.0)")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -367,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
         args.save_every,
         args.threads,
         args.resume,
+        args.family,
+        args.shift,
     )
 
 

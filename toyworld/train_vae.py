@@ -1,15 +1,27 @@
-"""Stage 1 of the demo model: train a tiny AutoencoderKL on toy-world frames.
+"""Stage 1 of a toy-world model: train its VAE on toy-world frames.
 
-32x32x3 frames -> 8x8x4 latents (two downsamplings). The loss is an object-weighted MSE + L1 in
-``[-1, 1]`` pixel space plus a small KL term; afterwards ``scaling_factor`` is set to ``1 / std`` of the
-latent means over held-out frames, so scaled latents have unit standard deviation.
+Two kinds (``--kind``), one training loop:
+
+* ``unet3d`` (the UNet3D demo model, the default): a tiny ``AutoencoderKL`` on single 32x32 frames -> 8x8x4
+  latents; afterwards ``scaling_factor`` is set to ``1 / std`` of the latent means over held-out frames, so
+  scaled latents have unit standard deviation.
+* ``wan`` (the toy-world Wan): a Wan 2.1-format ``AutoencoderKLWan`` (causal 3-D, 4x temporal and 8x spatial
+  compression, 16 latent channels) with a small ``base_dim`` and the fields ComfyUI's Wan 2.1 VAE loader fixes
+  (:data:`WAN_VAE_CONFIG`). It trains on 1 + 4 frame windows of 17-frame 64x64 clips (the VAE encodes the first
+  frame alone and then chunks of 4, so short windows cover both paths) and is checked on whole 17-frame clips.
+  Afterwards a per-channel affine map is folded into ``quant_conv`` and its inverse into ``post_quant_conv``
+  (:func:`fold_latent_normalisation`), so raw latent means and stds equal the Wan 2.1 constants in the config's
+  ``latents_mean`` / ``latents_std`` (which ComfyUI's Wan21 latent format hard-codes).
+
+The loss is an object-weighted MSE + L1 in ``[-1, 1]`` pixel space plus a small KL term.
 
 Usage::
 
     python -m toyworld.train_vae --out assets/toyworld-t2v --steps 1500 --seed 0
+    python -m toyworld.train_vae --kind wan --out assets/toyworld-wan --steps 900 --batch 8 --num-clips 300 --lr 2e-3 --threads 1 --seed 0
 
-Writes ``<out>/vae/`` (diffusers ``AutoencoderKL``) and ``<out>/vae_train_log.json``. The output folder
-name is shared with :mod:`toyworld.train_t2v`, which reads the VAE from there.
+Writes ``<out>/vae/`` and ``<out>/vae_train_log.json``. The output folder name is shared with
+:mod:`toyworld.train_t2v`, which reads the VAE from there.
 """
 
 from __future__ import annotations
@@ -19,6 +31,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,6 +53,26 @@ VAE_CONFIG: dict = {
     "sample_size": 32,
 }
 
+#: The toy-world Wan VAE. ``base_dim`` is ours (ComfyUI reads it from ``decoder.head.0.gamma``); the other fields
+#: are the values ComfyUI's Wan 2.1 VAE loader fixes, so it can load these weights. ``latents_mean`` /
+#: ``latents_std`` stay diffusers' defaults (the Wan 2.1 constants); the fold makes the latents match them.
+WAN_VAE_CONFIG: dict = {
+    "base_dim": 16,
+    "z_dim": 16,
+    "dim_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "attn_scales": [],
+    "temperal_downsample": [False, True, True],
+}
+
+#: Clip geometry of the toy-world Wan: 17 frames (1 + 4k) of 64x64 -> latents 16 x 5 x 8 x 8.
+WAN_FRAMES = 17
+WAN_SIZE = 64
+#: Wan training windows: 1 + 4 frames (the first-frame path and one 4-frame chunk), cropped to 32x32 (the VAE is
+#: fully convolutional; a crop costs a quarter of a whole frame, which is what fits the 2-core time budget).
+WAN_TRAIN_WINDOW = 5
+WAN_TRAIN_CROP = 32
+
 #: Seed offsets keep the VAE's, the T2V model's and the evaluation's clips disjoint.
 VAE_TRAIN_SEED_OFFSET = 1_000_000
 VAE_EVAL_SEED_OFFSET = 2_000_000
@@ -50,18 +84,233 @@ def frames_to_images(frames: torch.Tensor) -> torch.Tensor:
     return x * 2.0 - 1.0
 
 
-def vae_loss(vae, images: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict]:
+def frames_to_videos(frames: torch.Tensor) -> torch.Tensor:
+    """``[B, F, H, W, 3]`` in 0..1 -> ``[B, 3, F, H, W]`` in -1..1 (the Wan VAE's input layout)."""
+    return frames.permute(0, 4, 1, 2, 3) * 2.0 - 1.0
+
+
+def videos_to_frames(videos: torch.Tensor) -> torch.Tensor:
+    """``[B, 3, F, H, W]`` in -1..1 -> ``[B, F, H, W, 3]`` in 0..1, clamped."""
+    return ((videos + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)
+
+
+@dataclass(frozen=True)
+class VaeKind:
+    """What differs between the two toy VAEs; the training loop is shared.
+
+    Attributes:
+        name: ``"unet3d"`` or ``"wan"``.
+        config: constructor kwargs of the diffusers class.
+        model_class: diffusers class name (``AutoencoderKL`` / ``AutoencoderKLWan``).
+        num_frames, size: geometry of the rendered clips.
+        render: seeds -> training tensor (the unit one batch row indexes: images or clips).
+        crop: ``(batch tensor, generator, window) -> model input`` (picks Wan's training windows of ``window``
+            frames; identity for unet3d).
+        finalize: ``(vae, eval tensor) -> stats`` after training (scaling factor or latent fold).
+        decode_for_loss: ``(vae, z) -> reconstruction`` the loss sees (unclamped for Wan, see
+            :func:`_unclamped_wan_decode`).
+        logvar_init: initial posterior log-variance (``quant_conv`` bias of the logvar half); None keeps the init.
+    """
+
+    name: str
+    config: dict
+    model_class: str
+    num_frames: int
+    size: int
+    render: Callable[[list[int]], torch.Tensor]
+    crop: Callable[[torch.Tensor, torch.Generator, int], torch.Tensor]
+    finalize: Callable[[object, torch.Tensor], dict]
+    decode_for_loss: Callable[[object, torch.Tensor], torch.Tensor] = lambda vae, z: vae.decode(z).sample
+    logvar_init: float | None = None
+
+    def build(self):
+        """A fresh VAE from :attr:`config`.
+
+        For Wan the posterior's log-variance starts at -6 (``quant_conv`` bias), not 0: at the default init the
+        latent mean has std ~0.17 against unit sampling noise, so the decoder would first learn to ignore it.
+        """
+        import diffusers
+
+        vae = getattr(diffusers, self.model_class)(**self.config)
+        if self.logvar_init is not None:
+            with torch.no_grad():
+                vae.quant_conv.bias[vae.config.z_dim :] = self.logvar_init
+        return vae
+
+    def load(self, path: Path):
+        """The trained VAE saved at ``path``, in eval mode."""
+        import diffusers
+
+        return getattr(diffusers, self.model_class).from_pretrained(path).eval()
+
+
+def _render_images(seeds: list[int]) -> torch.Tensor:
+    frames, _, _ = render_batch(seeds)
+    return frames_to_images(frames)  # [len(seeds)*F, 3, 32, 32]
+
+
+def _render_wan_clips(seeds: list[int]) -> torch.Tensor:
+    frames, _, _ = render_batch(seeds, num_frames=WAN_FRAMES, height=WAN_SIZE, width=WAN_SIZE)
+    return frames_to_videos(frames)  # [len(seeds), 3, 17, 64, 64]
+
+
+def _unclamped_wan_decode(vae, z: torch.Tensor) -> torch.Tensor:
+    """``AutoencoderKLWan`` decode without its final clamp to [-1, 1] (the per-latent-frame decoder outputs).
+
+    The clamp has zero gradient outside [-1, 1]: once the decoder undershoots -1 (the black background), object
+    pixels there get no gradient either and training stalls at "all black" (measured: weighted MSE stuck near
+    0.5-0.6 for 200 steps with it). The decoder module's outputs are collected by a forward hook, so diffusers'
+    own chunked decode runs unchanged.
+    """
+    outputs: list[torch.Tensor] = []
+    handle = vae.decoder.register_forward_hook(lambda module, args, out: outputs.append(out))
+    try:
+        vae.decode(z)
+    finally:
+        handle.remove()
+    return torch.cat(outputs, dim=2)
+
+
+def _wan_window(x: torch.Tensor, g: torch.Generator, window: int = WAN_TRAIN_WINDOW) -> torch.Tensor:
+    """One random ``window``-frame, 32x32 window per clip of ``x`` ``[B, 3, F, H, W]`` -> ``[B, 3, window, 32, 32]``.
+
+    The crop is centred on the object (its brightness centroid over the window) plus a uniform +-8 px jitter, so
+    every window shows it: with uniform crops about half showed only background, and training stalled on "all
+    black" for 200 steps.
+    """
+    b, _, f, h, w = x.shape
+    c = WAN_TRAIN_CROP
+    starts = torch.randint(f - window + 1, (b,), generator=g).tolist()
+    jitter = (torch.rand(b, 2, generator=g) * 16 - 8).tolist()
+    out = []
+    for clip, s, (jx, jy) in zip(x, starts, jitter):
+        win = clip[:, s : s + window]
+        inten = ((win + 1) / 2).amax(dim=0).sum(dim=0)  # [H, W] brightness summed over the window
+        total = inten.sum().clamp(min=1e-6)
+        cy = float((inten.sum(dim=1) * torch.arange(h)).sum() / total)
+        cx = float((inten.sum(dim=0) * torch.arange(w)).sum() / total)
+        y0 = int(min(max(round(cy - c / 2 + jy), 0), h - c))
+        x0 = int(min(max(round(cx - c / 2 + jx), 0), w - c))
+        out.append(win[:, :, y0 : y0 + c, x0 : x0 + c])
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def _encode_means(vae, data: torch.Tensor, chunk: int) -> torch.Tensor:
+    return torch.cat([vae.encode(data[i : i + chunk]).latent_dist.mean for i in range(0, len(data), chunk)])
+
+
+@torch.no_grad()
+def _finalize_scaling(vae, eval_data: torch.Tensor) -> dict:
+    """UNet3D VAE: ``scaling_factor = 1 / std`` of held-out latent means."""
+    lat = _encode_means(vae, eval_data, 128)
+    scaling = 1.0 / float(lat.std())
+    vae.register_to_config(scaling_factor=scaling)
+    rec = torch.cat([vae.decode(lat[i : i + 128]).sample for i in range(0, len(lat), 128)])
+    return {
+        "latent_mean": float(lat.mean()),
+        "latent_std": float(lat.std()),
+        "latent_channel_means": lat.mean(dim=(0, 2, 3)).tolist(),
+        "scaling_factor": scaling,
+        **_reconstruction_errors(rec, eval_data),
+    }
+
+
+@torch.no_grad()
+def fold_latent_normalisation(vae, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Make the raw latents of ``vae`` (an ``AutoencoderKLWan``) have the config's per-channel mean and std.
+
+    With the measured per-channel posterior-mean statistics ``mean``, ``std`` (``[z_dim]``), the map
+    ``z' = a * z + b`` with ``a = latents_std / std`` and ``b = latents_mean - a * mean`` is folded into the mu half
+    of ``quant_conv`` (logvar gets ``+ 2 log a``, so the posterior scales alike) and ``z = (z' - b) / a`` into
+    ``post_quant_conv`` (both are 1x1x1 convolutions). ``decode(encode(x))`` is unchanged up to float rounding.
+    """
+    z = vae.config.z_dim
+    target_mean = torch.tensor(vae.config.latents_mean, dtype=torch.float64)
+    target_std = torch.tensor(vae.config.latents_std, dtype=torch.float64)
+    a = target_std / std.double()
+    b = target_mean - a * mean.double()
+    q = vae.quant_conv
+    w, bias = q.weight.double(), q.bias.double()  # [2z, 2z, 1, 1, 1], [2z]
+    w[:z] *= a.view(z, 1, 1, 1, 1)
+    bias[:z] = a * bias[:z] + b
+    bias[z:] += 2 * a.log()
+    q.weight.copy_(w)
+    q.bias.copy_(bias)
+    pq = vae.post_quant_conv
+    w, bias = pq.weight.double(), pq.bias.double()  # [z, z, 1, 1, 1] acting on z' through (z' - b) / a
+    bias -= (w[:, :, 0, 0, 0] * (b / a)[None]).sum(dim=1)
+    w /= a.view(1, z, 1, 1, 1)
+    pq.weight.copy_(w)
+    pq.bias.copy_(bias)
+
+
+@torch.no_grad()
+def _finalize_wan_fold(vae, eval_data: torch.Tensor) -> dict:
+    """Wan VAE: fold the latent normalisation, then measure reconstructions of whole 17-frame clips."""
+    lat = _encode_means(vae, eval_data, 8)  # [N, 16, 5, 8, 8]
+    mean, std = lat.mean(dim=(0, 2, 3, 4)), lat.std(dim=(0, 2, 3, 4))
+    fold_latent_normalisation(vae, mean, std)
+    lat2 = _encode_means(vae, eval_data, 8)
+    norm = (lat2 - torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)) / torch.tensor(
+        vae.config.latents_std
+    ).view(1, -1, 1, 1, 1)
+    rec = torch.cat([vae.decode(lat2[i : i + 8]).sample for i in range(0, len(lat2), 8)])
+    return {
+        "prefold_channel_means": mean.tolist(),
+        "prefold_channel_stds": std.tolist(),
+        "normalised_latent_mean": float(norm.mean()),
+        "normalised_latent_std": float(norm.std()),
+        "normalised_channel_std_range": [float(norm.std(dim=(0, 2, 3, 4)).min()), float(norm.std(dim=(0, 2, 3, 4)).max())],
+        **_reconstruction_errors(rec, eval_data),
+    }
+
+
+def _reconstruction_errors(rec: torch.Tensor, data: torch.Tensor) -> dict:
+    """Mean absolute errors in 0..1 of reconstructions ``rec`` of ``data`` (both channel-first, -1..1)."""
+    rec01 = ((rec + 1) / 2).clamp(0, 1)
+    tgt01 = (data + 1) / 2
+    obj = tgt01.amax(dim=1) > 0.5
+    err = (rec01 - tgt01).abs().transpose(0, 1)  # channel first
+    return {
+        "eval_mae_all": float(err.mean()),
+        "eval_mae_object": float(err[:, obj].mean()),
+        "eval_mae_background": float(err[:, ~obj].mean()),
+    }
+
+
+VAE_KINDS: dict[str, VaeKind] = {
+    "unet3d": VaeKind(
+        "unet3d", VAE_CONFIG, "AutoencoderKL", 8, 32, _render_images, lambda x, g, window: x, _finalize_scaling
+    ),
+    "wan": VaeKind(
+        "wan",
+        WAN_VAE_CONFIG,
+        "AutoencoderKLWan",
+        WAN_FRAMES,
+        WAN_SIZE,
+        _render_wan_clips,
+        _wan_window,
+        _finalize_wan_fold,
+        _unclamped_wan_decode,
+        -6.0,
+    ),
+}
+
+
+def vae_loss(vae, images: torch.Tensor, kl_weight: float, decode=None) -> tuple[torch.Tensor, dict]:
     """Object-weighted reconstruction + KL.
 
     Args:
-        vae: diffusers AutoencoderKL.
-        images: ``[N, 3, H, W]`` in -1..1.
+        vae: diffusers AutoencoderKL or AutoencoderKLWan.
+        images: ``[N, 3, H, W]`` images or ``[N, 3, F, H, W]`` clips in -1..1.
         kl_weight: weight of the per-element KL term.
+        decode: ``(vae, z) -> reconstruction`` (default ``vae.decode(z).sample``).
     """
     post = vae.encode(images).latent_dist
     z = post.sample()
-    rec = vae.decode(z).sample
-    target_intensity = ((images + 1) / 2).amax(dim=1, keepdim=True)  # [N,1,H,W], 1 on the object
+    rec = decode(vae, z) if decode is not None else vae.decode(z).sample
+    target_intensity = ((images + 1) / 2).amax(dim=1, keepdim=True)  # [N,1,...], 1 on the object
     w = 1.0 + 9.0 * target_intensity
     mse = (w * (rec - images) ** 2).mean() / w.mean()
     l1 = (w * (rec - images).abs()).mean() / w.mean()
@@ -79,21 +328,26 @@ def train_vae(
     lr: float = 2e-3,
     kl_weight: float = 1e-4,
     threads: int = 2,
+    kind: str = "unet3d",
+    eval_clips: int = 64,
+    window: int = WAN_TRAIN_WINDOW,
+    init_from: Path | None = None,
 ) -> dict:
-    """Train the VAE and save it to ``out / "vae"``. Returns the training log (also written as JSON)."""
-    from diffusers import AutoencoderKL
+    """Train the VAE and save it to ``out / "vae"``. Returns the training log (also written as JSON).
 
+    ``batch`` counts frames for ``unet3d`` and clips (``window``-frame windows) for ``wan``. ``init_from`` continues
+    from a saved VAE folder instead of a fresh one (a folded Wan VAE is refolded at the end).
+    """
+    recipe = VAE_KINDS[kind]
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    frames, _, _ = render_batch([VAE_TRAIN_SEED_OFFSET + seed * 100_000 + i for i in range(num_clips)])
-    data = frames_to_images(frames)  # [num_clips*F, 3, 32, 32]
-    eval_frames, _, _ = render_batch([VAE_EVAL_SEED_OFFSET + i for i in range(64)])
-    eval_data = frames_to_images(eval_frames)
-    logger.info("rendered %d training frames in %.1fs", data.shape[0], time.time() - t0)
+    data = recipe.render([VAE_TRAIN_SEED_OFFSET + seed * 100_000 + i for i in range(num_clips)])
+    eval_data = recipe.render([VAE_EVAL_SEED_OFFSET + i for i in range(eval_clips)])
+    logger.info("rendered training data %s in %.1fs", tuple(data.shape), time.time() - t0)
 
-    vae = AutoencoderKL(**VAE_CONFIG)
+    vae = recipe.load(init_from).train() if init_from is not None else recipe.build()
     n_params = sum(p.numel() for p in vae.parameters())
     logger.info("VAE parameters: %.2f M", n_params / 1e6)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
@@ -113,10 +367,10 @@ def train_vae(
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         idx = torch.randint(data.shape[0], (batch,), generator=g)
-        x = data[idx]
+        x = recipe.crop(data[idx], g, window)
         if torch.rand((), generator=g) < 0.5:  # flips keep the world's statistics
             x = x.flip(-1)
-        loss, parts = vae_loss(vae, x, kl_weight)
+        loss, parts = vae_loss(vae, x, kl_weight, recipe.decode_for_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -129,29 +383,11 @@ def train_vae(
             )
 
     vae.eval()
-    with torch.no_grad():
-        lat = torch.cat([vae.encode(eval_data[i : i + 128]).latent_dist.mean for i in range(0, len(eval_data), 128)])
-        scaling = 1.0 / float(lat.std())
-        rec = torch.cat([vae.decode(lat[i : i + 128]).sample for i in range(0, len(lat), 128)])
-    rec01 = ((rec + 1) / 2).clamp(0, 1)
-    tgt01 = (eval_data + 1) / 2
-    obj = tgt01.amax(dim=1) > 0.5
-    err = (rec01 - tgt01).abs()
-    stats = {
-        "latent_mean": float(lat.mean()),
-        "latent_std": float(lat.std()),
-        "latent_channel_means": lat.mean(dim=(0, 2, 3)).tolist(),
-        "scaling_factor": scaling,
-        "eval_mae_all": float(err.mean()),
-        "eval_mae_object": float(err.permute(1, 0, 2, 3)[:, obj].mean()),
-        "eval_mae_background": float(err.permute(1, 0, 2, 3)[:, ~obj].mean()),
-        "params": n_params,
-        "train_seconds": time.time() - t_start,
-    }
-    vae.register_to_config(scaling_factor=scaling)
+    train_seconds = time.time() - t_start
+    stats = {**recipe.finalize(vae, eval_data), "params": n_params, "train_seconds": train_seconds}
     vae.save_pretrained(out / "vae")
     log = {
-        "config": VAE_CONFIG,
+        "config": recipe.config,
         "steps": steps,
         "seed": seed,
         "batch": batch,
@@ -160,29 +396,43 @@ def train_vae(
         "stats": stats,
         "history": history,
     }
+    if kind != "unet3d":  # the UNet3D log keeps its original fields
+        log.update(kind=kind, num_clips=num_clips, frames=recipe.num_frames, size=recipe.size, window=window)
+        log.update(init_from=str(init_from) if init_from else None)
     (out / "vae_train_log.json").write_text(json.dumps(log, indent=1))
     logger.info("VAE saved to %s: %s", out / "vae", json.dumps(stats))
     return log
 
 
 @torch.no_grad()
-def check_vae(vae_dir: Path, num_clips: int = 100) -> dict:
+def check_vae(vae_dir: Path, num_clips: int = 100, kind: str = "unet3d") -> dict:
     """Reconstruct held-out clips and run the toy-world detector on the reconstructions.
 
     Returns:
         dict with colour / shape accuracy and presence on reconstructions, mean centroid shift (px) between
         original and reconstruction, and the mean absolute pixel error.
     """
-    from diffusers import AutoencoderKL
-
     from .metrics import detect_clip
 
-    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
-    frames, _, clips = render_batch([VAE_EVAL_SEED_OFFSET + 10_000 + i for i in range(num_clips)])
+    recipe = VAE_KINDS[kind]
+    vae = recipe.load(vae_dir)
+    frames, _, clips = render_batch(
+        [VAE_EVAL_SEED_OFFSET + 10_000 + i for i in range(num_clips)],
+        num_frames=recipe.num_frames,
+        height=recipe.size,
+        width=recipe.size,
+    )
     b = frames.shape[0]
-    x = frames_to_images(frames)
-    rec = vae.decode(vae.encode(x).latent_dist.mean).sample
-    rec = ((rec + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).reshape(frames.shape)
+    if kind == "unet3d":
+        x = frames_to_images(frames)
+        rec = vae.decode(vae.encode(x).latent_dist.mean).sample
+        rec = ((rec + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).reshape(frames.shape)
+    else:
+        x = frames_to_videos(frames)
+        rec = torch.cat(
+            [vae.decode(vae.encode(x[i : i + 8]).latent_dist.mean).sample for i in range(0, b, 8)]
+        )
+        rec = videos_to_frames(rec)
     col = shp = pres = 0
     shifts = []
     for r, c in zip(rec, clips):
@@ -205,23 +455,39 @@ def check_vae(vae_dir: Path, num_clips: int = 100) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kind", choices=sorted(VAE_KINDS), default="unet3d", help="which toy VAE (see above)")
     ap.add_argument("--out", type=Path, default=Path("assets/toyworld-t2v"), help="model folder (vae/ goes inside)")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=64, help="frames per step")
-    ap.add_argument("--num-clips", type=int, default=2000, help="training clips rendered up front (x8 frames)")
+    ap.add_argument("--batch", type=int, default=64, help="frames (unet3d) or 1+4 frame windows (wan) per step")
+    ap.add_argument("--num-clips", type=int, default=2000, help="training clips rendered up front")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--kl-weight", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--check-only", action="store_true", help="only run check_vae on <out>/vae")
+    ap.add_argument("--check-clips", type=int, default=100, help="held-out clips for the reconstruction check")
+    ap.add_argument("--window", type=int, default=WAN_TRAIN_WINDOW, help="wan: frames per training window (1 + 4k)")
+    ap.add_argument("--init-from", type=Path, default=None, help="continue from this saved VAE folder")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     if args.check_only:
-        check_vae(args.out / "vae")
+        check_vae(args.out / "vae", args.check_clips, args.kind)
         return
-    train_vae(args.out, args.steps, args.seed, args.batch, args.num_clips, args.lr, args.kl_weight, args.threads)
-    check_vae(args.out / "vae")
+    train_vae(
+        args.out,
+        args.steps,
+        args.seed,
+        args.batch,
+        args.num_clips,
+        args.lr,
+        args.kl_weight,
+        args.threads,
+        args.kind,
+        window=args.window,
+        init_from=args.init_from,
+    )
+    check_vae(args.out / "vae", args.check_clips, args.kind)
 
 
 if __name__ == "__main__":

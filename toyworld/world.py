@@ -2,7 +2,10 @@
 
 Everything is deterministic from a seed. Frames are float tensors ``[F, H, W, 3]`` in ``0..1``; the
 default clip is 8 frames of 32x32 (the size the pilot experiment validated). The object is about 9 px
-across and anti-aliased by 4x4 supersampling. Captions describe appearance only ("a red square"),
+across and anti-aliased by 4x4 supersampling. Other canvases scale the object and the speeds with the canvas
+(:func:`canvas_scale`: 18 px and 2-6 px/frame at 64x64), and longer clips spread a curve's total turn over
+their frames, so a 17-frame 64x64 clip (the toy-world Wan's) looks like a zoomed, finer-sampled 8-frame one.
+The defaults render exactly what they always did (the scale factors are then exactly 1). Captions describe appearance only ("a red square"),
 never motion, so that motion is something the text cannot explain.
 
 Coordinates: ``x`` grows to the right, ``y`` grows downwards, pixel ``i`` covers ``[i, i + 1)``, so the
@@ -38,6 +41,19 @@ DEFAULT_FRAMES = 8
 DEFAULT_SIZE = 32
 DEFAULT_OBJECT_SIZE = 9.0
 _SUPERSAMPLE = 4
+
+
+def canvas_scale(height: int = DEFAULT_SIZE, width: int = DEFAULT_SIZE) -> float:
+    """How much bigger than the default 32-px canvas a frame is (``min(height, width) / 32``; 1.0 by default).
+
+    Object size, speeds, reference paths and the detector's size limits all scale with it.
+    """
+    return min(height, width) / DEFAULT_SIZE
+
+
+def object_size(height: int = DEFAULT_SIZE, width: int = DEFAULT_SIZE) -> float:
+    """The nominal object extent on a canvas: 9 px at 32x32, 18 px at 64x64."""
+    return DEFAULT_OBJECT_SIZE * canvas_scale(height, width)
 
 
 @dataclass
@@ -182,6 +198,9 @@ def random_trajectory(
 ) -> tuple[torch.Tensor, dict]:
     """Draw a random trajectory: any direction, 1-3 px/frame, wall bounces, optional curve/speed change.
 
+    Speeds are 1-3 px/frame times :func:`canvas_scale`; a curve's per-frame turn is 0.2-0.5 rad times
+    ``(8 - 1) / (num_frames - 1)``, so its total turn does not grow with the clip length.
+
     Args:
         generator: torch random generator (the only source of randomness).
         num_frames: F.
@@ -201,11 +220,14 @@ def random_trajectory(
     if kind not in MOTION_KINDS:
         raise ValueError(f"unknown motion kind {kind!r}")
     half = size / 2.0
+    scale = canvas_scale(height, width)
+    # Exactly 1.0 for 8-frame clips, so the default world is unchanged.
+    turn_scale = (DEFAULT_FRAMES - 1) / max(num_frames - 1, 1)
     start = (u(half, width - half), u(half, height - half))
     angle = u(-math.pi, math.pi)
-    speed0 = u(1.0, 3.0)
-    speed1 = u(1.0, 3.0) if "speed" in kind else speed0
-    turn = u(0.2, 0.5) * (1 if u(0, 1) < 0.5 else -1) if "curve" in kind else 0.0
+    speed0 = u(1.0, 3.0) * scale
+    speed1 = u(1.0, 3.0) * scale if "speed" in kind else speed0
+    turn = u(0.2, 0.5) * turn_scale * (1 if u(0, 1) < 0.5 else -1) if "curve" in kind else 0.0
     steps = num_frames - 1
     vel = []
     for i in range(steps):
@@ -240,7 +262,7 @@ def random_clip(
         seed: the clip's seed.
         num_frames, height, width: clip geometry.
         colour, shape: force an appearance (None draws one uniformly).
-        size_jitter: object size is ``9 +- size_jitter`` px.
+        size_jitter: object size is ``(9 +- size_jitter) * canvas_scale(height, width)`` px.
 
     Returns:
         A :class:`Clip` with ``frames`` ``[F, H, W, 3]``.
@@ -250,7 +272,7 @@ def random_clip(
     s_idx = int(torch.randint(len(SHAPES), (), generator=g))
     colour = colour or COLOURS[c_idx]
     shape = shape or SHAPES[s_idx]
-    size = DEFAULT_OBJECT_SIZE + size_jitter * (2 * float(torch.rand((), generator=g)) - 1)
+    size = (DEFAULT_OBJECT_SIZE + size_jitter * (2 * float(torch.rand((), generator=g)) - 1)) * canvas_scale(height, width)
     centres, meta = random_trajectory(g, num_frames, size, height, width)
     frames = render_trajectory(centres, colour, shape, size, height, width)
     meta["seed"] = int(seed)
@@ -271,17 +293,19 @@ def reference_trajectories(num_frames: int = DEFAULT_FRAMES, size: int = DEFAULT
     """Hand-made reference trajectories for benchmarks (none is constant velocity).
 
     Returns:
-        name -> ``[F, 2]`` centres for a ``size`` x ``size`` frame and a 9-px object:
+        name -> ``[F, 2]`` centres for a ``size`` x ``size`` frame and a ``object_size(size, size)`` object
+        (9 px at 32); distances and speeds scale with ``size / 32``:
         ``bounce`` (moves right, hits the right wall and comes back),
         ``curve`` (a quarter-circle arc), ``speed_up`` (moves down-right, accelerating),
         ``zigzag`` (diagonal with a bounce off the top wall).
     """
     s = size / 32.0
+    obj = object_size(size, size)
     F = num_frames
     t = torch.arange(F, dtype=torch.float32)
     out: dict[str, torch.Tensor] = {}
     vel = torch.tensor([[3.0 * s, 0.0]] * (F - 1))
-    out["bounce"], _ = bounce_path((14.5 * s, 16.0 * s), vel, DEFAULT_OBJECT_SIZE, size, size)
+    out["bounce"], _ = bounce_path((14.5 * s, 16.0 * s), vel, obj, size, size)
     ang = t / max(F - 1, 1) * (math.pi / 2)
     r = 10.0 * s
     out["curve"] = torch.stack([8.0 * s + r * torch.sin(ang), 8.0 * s + r * (1 - torch.cos(ang))], dim=1) + torch.tensor(
@@ -291,5 +315,5 @@ def reference_trajectories(num_frames: int = DEFAULT_FRAMES, size: int = DEFAULT
     d = torch.cat([torch.zeros(1), torch.cumsum(step, 0)])
     out["speed_up"] = torch.stack([7.0 * s + d * 0.8, 7.0 * s + d * 0.6], dim=1)
     vel = torch.tensor([[2.0 * s, -2.5 * s]] * (F - 1))
-    out["zigzag"], _ = bounce_path((7.0 * s, 14.0 * s), vel, DEFAULT_OBJECT_SIZE, size, size)
+    out["zigzag"], _ = bounce_path((7.0 * s, 14.0 * s), vel, obj, size, size)
     return out
