@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InvalidSettingError
-from .motion_math import TokenLayout, motion_inputs
+from .motion_math import TokenLayout, attach_embeddings, motion_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +111,7 @@ class MotionAttnProcessor(nn.Module):
         super().__init__()
         self.kernel: AttentionKernel = kernel
         self.enabled = True
-        for name, tensor in (("query_key", query_key), ("value", value)):
-            if isinstance(tensor, nn.Parameter):
-                self.register_parameter(name, tensor)
-            else:
-                self.register_buffer(name, tensor, persistent=False)
+        attach_embeddings(self, query_key, value)
 
     def forward(
         self,

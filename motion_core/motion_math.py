@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from .embedding import resample_grid
 from .errors import InvalidSettingError
@@ -88,3 +89,14 @@ def motion_inputs(
     if value_grid is not None and layout.grid is not None:
         value = resample_grid(value, value_grid, layout.grid)
     return qk_in, add_per_frame(hidden, value, layout)
+
+
+def attach_embeddings(processor: nn.Module, query_key: torch.Tensor | None, value: torch.Tensor | None) -> None:
+    """Register ``query_key`` and ``value`` on a processor as-is: an ``nn.Parameter`` stays trainable (training keeps
+    fp32 masters, cast to the activations' dtype at use); a plain tensor (prepared for sampling) becomes a
+    non-persistent buffer, so it follows ``.to()`` but never enters a state dict. ``None`` registers an empty slot."""
+    for name, tensor in (("query_key", query_key), ("value", value)):
+        if isinstance(tensor, nn.Parameter):
+            processor.register_parameter(name, tensor)
+        else:
+            processor.register_buffer(name, tensor, persistent=False)

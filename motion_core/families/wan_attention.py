@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidSettingError
-from ..motion_math import TokenLayout, motion_inputs
+from ..motion_math import TokenLayout, attach_embeddings, motion_inputs
 
 
 def rotate(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor) -> torch.Tensor:
@@ -50,11 +50,7 @@ class WanMotionAttnProcessor(nn.Module):
         self.enabled = True
         self.value_grid = tuple(value_grid)
         self.token_grid = tuple(token_grid)
-        for name, tensor in (("query_key", query_key), ("value", value)):
-            if isinstance(tensor, nn.Parameter):
-                self.register_parameter(name, tensor)
-            else:
-                self.register_buffer(name, tensor, persistent=False)
+        attach_embeddings(self, query_key, value)
 
     def forward(
         self,
