@@ -451,7 +451,8 @@ def recommending_model(pack, comfy_home, tiny_model_dir):
 
 def bundled_clip_frames(pack):
     """The bundled clip through Load Video Frames with every widget at its default: all 8 frames at 32x32."""
-    clip = next(p.name for p in pack.nodes.comfy_bridge.BUNDLED_CLIPS_DIR.iterdir() if p.suffix == ".mp4")
+    clip = "toyworld_red_square_bounce.mp4"  # the UNet3D toy's clip (the folder also holds the 17-frame Wan clips)
+    assert (pack.nodes.comfy_bridge.BUNDLED_CLIPS_DIR / clip).is_file()
     frames, _, count = run(pack, "MI_LoadVideoFrames", **{**widget_defaults(pack, "MI_LoadVideoFrames"), "video": clip})
     assert tuple(frames.shape) == (8, 32, 32, 3) and count == 8
     return frames
