@@ -37,6 +37,8 @@ from pathlib import Path
 
 import torch
 
+from motion_core.comfy_layout import COMFY_WAN_VAE_FIXED
+
 from .world import render_batch
 
 logger = logging.getLogger(__name__)
@@ -56,14 +58,7 @@ VAE_CONFIG: dict = {
 #: The toy-world Wan VAE. ``base_dim`` is ours (ComfyUI reads it from ``decoder.head.0.gamma``); the other fields
 #: are the values ComfyUI's Wan 2.1 VAE loader fixes, so it can load these weights. ``latents_mean`` /
 #: ``latents_std`` stay diffusers' defaults (the Wan 2.1 constants); the fold makes the latents match them.
-WAN_VAE_CONFIG: dict = {
-    "base_dim": 16,
-    "z_dim": 16,
-    "dim_mult": [1, 2, 4, 4],
-    "num_res_blocks": 2,
-    "attn_scales": [],
-    "temperal_downsample": [False, True, True],
-}
+WAN_VAE_CONFIG: dict = {"base_dim": 16, **COMFY_WAN_VAE_FIXED}
 
 #: Clip geometry of the toy-world Wan: 17 frames (1 + 4k) of 64x64 -> latents 16 x 5 x 8 x 8.
 WAN_FRAMES = 17
