@@ -122,3 +122,51 @@ def test_wan_trainer_writes_a_wan_pipeline_folder_that_diffusers_loads(tmp_path)
     assert type(pipe).__name__ == "WanPipeline" and pipe.scheduler.config.shift == 2.0
     assert pipe.transformer.config.attention_head_dim == 128
     assert pipe.transformer.config.text_dim == pipe.text_encoder.config.hidden_size
+
+
+def test_decoder_only_vae_training_keeps_the_encoder_and_so_every_cached_latent(tmp_path):
+    """``--decoder-only``: two steps change the decoder and leave encoder, quant_conv and latents bit for bit alone."""
+    from toyworld.train_vae import VAE_KINDS, frames_to_videos, train_vae
+
+    _tiny_wan_vae().save_pretrained(tmp_path / "start" / "vae")
+    start = VAE_KINDS["wan"].load(tmp_path / "start" / "vae")
+    log = train_vae(tmp_path / "tuned", steps=2, batch=2, num_clips=3, lr=1e-2, threads=1, kind="wan", eval_clips=2,
+                    window=9, crop=64, edge_weight=2.0, init_from=tmp_path / "start" / "vae", decoder_only=True)
+    tuned = VAE_KINDS["wan"].load(tmp_path / "tuned" / "vae")
+    before, after = start.state_dict(), tuned.state_dict()
+    encoder_side = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder_side = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder_side and all(torch.equal(before[k], after[k]) for k in encoder_side)
+    assert any(not torch.equal(before[k], after[k]) for k in decoder_side)
+    frames, _, _ = world.render_batch([21], num_frames=17, height=64, width=64)
+    with torch.no_grad():
+        x = frames_to_videos(frames)
+        assert torch.equal(start.encode(x).latent_dist.mean, tuned.encode(x).latent_dist.mean)
+    assert log["decoder_only"] is True and log["crop"] == 64 and log["edge_weight"] == 2.0
+    assert "edge" in log["history"][0]
+
+
+def test_decoder_only_needs_a_trained_vae(tmp_path):
+    from toyworld.train_vae import train_vae
+
+    with pytest.raises(ValueError, match="init_from"):
+        train_vae(tmp_path, steps=1, kind="wan", decoder_only=True)
+
+
+def test_whole_frame_windows_and_the_outline_term():
+    """``crop`` >= the frame keeps whole frames; the outline term is zero for a perfect reconstruction and sees corners."""
+    from toyworld.train_vae import _wan_window, spatial_gradient_l1
+
+    clips = torch.rand(3, 3, 17, 64, 64) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    windows = _wan_window(clips, g, 9, 64)
+    assert windows.shape == (3, 3, 9, 64, 64)
+    starts = torch.randint(17 - 9 + 1, (3,), generator=torch.Generator().manual_seed(0)).tolist()
+    assert all(torch.equal(w, c[:, s : s + 9]) for w, c, s in zip(windows, clips, starts))
+    assert _wan_window(clips, torch.Generator().manual_seed(0), 5, 32).shape == (3, 3, 5, 32, 32)
+    square = torch.zeros(1, 1, 16, 16)
+    square[..., 4:12, 4:12] = 1.0
+    rounded = square.clone()
+    rounded[..., [4, 4, 11, 11], [4, 11, 4, 11]] = 0.0  # the four corner pixels cut off
+    assert float(spatial_gradient_l1(square, square)) == 0.0
+    assert float(spatial_gradient_l1(rounded, square)) > 0.0
