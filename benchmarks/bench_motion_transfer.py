@@ -66,10 +66,18 @@ setting, 544 clips) took 47 minutes on 2026-12-01 with the CPU shared with other
 run took 11 minutes alone). ``--quick`` (1 reference, 1 seed,
 4 clips per setting, 100 training steps) takes about 1-3 minutes.
 
+Families (``--family``): ``unet3d`` (default) measures the bundled UNet3D toy as described above; ``wan`` the
+toy-world Wan (``assets/toyworld-wan``, or ``--model FOLDER``). The training and sampling values come from the
+model folder's ``motion_inversion.json`` (for the UNet3D toy exactly the values above), the scheduler is the
+family's own (DDIM / flow Euler), and a setting whose loss the family refuses is listed as not measured (the
+hybrid loss on Wan). The inverted start is the family's inversion (DDIM / flow Euler to sigma = 1). Everything
+else, the references, prompts, seeds and metrics, is the same for every family.
+
 Usage::
 
     python benchmarks/bench_motion_transfer.py                 # full run, writes benchmarks/results/motion_transfer.{md,json}
     python benchmarks/bench_motion_transfer.py --quick         # smoke test, writes motion_transfer_quick.{md,json}
+    python benchmarks/bench_motion_transfer.py --family wan    # the toy-world Wan, writes motion_transfer_wan.{md,json}
 """
 
 from __future__ import annotations
@@ -100,7 +108,11 @@ from toyworld import metrics, world  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-MODEL_DIR = ROOT / "assets" / "toyworld-t2v"
+#: Family -> its bundled toy-world model (``--family``); ``--model`` points at another folder of that family.
+FAMILY_MODELS: dict[str, Path] = {
+    "unet3d": ROOT / "assets" / "toyworld-t2v",
+    "wan": ROOT / "assets" / "toyworld-wan",
+}
 
 #: Reference trajectory name -> the appearance the reference clip is rendered with.
 REFERENCE_APPEARANCE: dict[str, tuple[str, str]] = {
@@ -157,7 +169,11 @@ SETTINGS: tuple[Setting, ...] = (
 
 @dataclass
 class RunConfig:
-    """Everything that defines a run (recorded in the JSON)."""
+    """Everything that defines a run (recorded in the JSON).
+
+    The training and sampling values default to the UNet3D toy's recommended settings; :func:`config_for_model`
+    takes them from the model folder's ``motion_inversion.json`` instead (one source per model).
+    """
 
     references: list[str]
     train_seeds: list[int]
@@ -173,6 +189,36 @@ class RunConfig:
     sample_seed_base: int = 50_000
     threads: int = 2
     losses: list[str] = field(default_factory=lambda: sorted({s.loss for s in SETTINGS if s.loss}))
+    scheduler: str = "ddim"
+
+
+def config_for_model(model: VideoModel, **run: object) -> RunConfig:
+    """A :class:`RunConfig` with the model's recommended training/sampling values and its family's scheduler.
+
+    Settings whose loss the family refuses (the hybrid loss on Wan) drop out through ``losses``.
+    ``run`` gives the run's own fields (references, seeds, clips, threads) and any override.
+    """
+    rec = model.recommended
+    values: dict[str, object] = {
+        "train_steps": rec.value("train", "steps"),
+        "learning_rate": rec.value("train", "learning_rate"),
+        "layer_set": model.family.resolve_layer_set(rec.value("train", "layers")),
+        "sample_steps": rec.value("sample", "steps"),
+        "guidance_scale": rec.value("sample", "cfg"),
+        "frames": rec.value("sample", "frames"),
+        "size": rec.value("sample", "width"),
+        "scheduler": model.family.resolve_scheduler("auto"),
+        "losses": sorted({s.loss for s in SETTINGS if s.loss and s.loss in model.family.losses}),
+    }
+    if rec.value("sample", "width") != rec.value("sample", "height"):
+        raise ValueError("the benchmark's reference trajectories need a square sampling size")
+    values.update({k: v for k, v in run.items() if v is not None})
+    return RunConfig(**values)  # type: ignore[arg-type]
+
+
+def settings_for(config: RunConfig) -> tuple[Setting, ...]:
+    """The settings a run measures: those with no loss or a loss of ``config.losses``."""
+    return tuple(s for s in SETTINGS if s.loss is None or s.loss in config.losses)
 
 
 @dataclass
@@ -284,6 +330,7 @@ class Benchmark:
     def __init__(self, model: VideoModel, config: RunConfig) -> None:
         self.model = model
         self.config = config
+        self.settings = settings_for(config)
         self.trajectories = world.reference_trajectories(config.frames, config.size)
         self.embeddings: dict[tuple[str, int, str, str], MotionEmbedding] = {}
         self.training_records: list[dict] = []
@@ -291,9 +338,10 @@ class Benchmark:
         self.sampling_seconds = 0.0
 
     def reference_clip(self, reference: str) -> torch.Tensor:
-        """The rendered reference clip ``[F, H, W, 3]``."""
+        """The rendered reference clip ``[F, H, W, 3]``, its object sized for the canvas as the world's clips are."""
         colour, shape = REFERENCE_APPEARANCE[reference]
-        return world.render_trajectory(self.trajectories[reference], colour, shape, height=self.config.size, width=self.config.size)
+        size = self.config.size
+        return world.render_trajectory(self.trajectories[reference], colour, shape, world.object_size(size, size), size, size)
 
     def embedding(self, reference: str, seed: int, loss: str, inversion: str = "plain") -> MotionEmbedding:
         """The embedding of (reference, seed, loss, inversion), trained on first use and cached for the run."""
@@ -356,7 +404,7 @@ class Benchmark:
                 steps=cfg.sample_steps,
                 guidance_scale=cfg.guidance_scale,
                 seed=sample_seed,
-                scheduler="ddim",
+                scheduler=cfg.scheduler,
                 noise_prior=setting.noise_prior,
             )
             start = time.perf_counter()
@@ -371,7 +419,7 @@ class Benchmark:
         jobs = [(r, i, s) for i, r in enumerate(cfg.references) for s in cfg.train_seeds]
         start = time.perf_counter()
         for done, (reference, ref_index, seed) in enumerate(jobs):
-            for setting in SETTINGS:
+            for setting in self.settings:
                 self.run_setting(setting, reference, ref_index, seed)
             elapsed = time.perf_counter() - start
             left = elapsed / (done + 1) * (len(jobs) - done - 1)
@@ -393,11 +441,11 @@ def _train_seconds(bench: Benchmark, setting: Setting) -> float:
     return _mean([r["train_seconds"] for r in bench.training_records if (r["loss"], r["inversion"]) == (setting.loss, setting.inversion)])
 
 
-def build_report(bench: Benchmark, command: str, started: str, elapsed: float) -> dict:
+def build_report(bench: Benchmark, command: str, started: str, elapsed: float, model_dir: Path) -> dict:
     """The JSON report: config, per-setting and per-reference summaries, targets, training and clip records."""
     per_setting = {}
     per_reference: dict[str, dict[str, float]] = {}
-    for setting in SETTINGS:
+    for setting in bench.settings:
         clips = [c for c in bench.clips if c.setting == setting.name]
         summary = summarise(clips)
         summary["train_seconds_per_embedding"] = _train_seconds(bench, setting)
@@ -425,7 +473,13 @@ def build_report(bench: Benchmark, command: str, started: str, elapsed: float) -
         "elapsed_seconds": elapsed,
         "sampling_seconds": bench.sampling_seconds,
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(), "platform": platform.platform()},
-        "model": str(MODEL_DIR.relative_to(ROOT)),
+        "model": _display_path(model_dir),
+        "family": bench.model.family.name,
+        "skipped_settings": {
+            s.name: f"the {s.loss} loss is not available for {bench.model.family.name} models"
+            for s in SETTINGS
+            if s not in bench.settings
+        },
         "config": asdict(bench.config),
         "reference_appearance": {r: list(REFERENCE_APPEARANCE[r]) for r in bench.config.references},
         "reference_detector_pearson": _reference_self_check(bench),
@@ -435,6 +489,12 @@ def build_report(bench: Benchmark, command: str, started: str, elapsed: float) -
         "training": bench.training_records,
         "clips": [asdict(c) for c in bench.clips],
     }
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it (stable across checkouts), else as given."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
 
 
 def _json_safe(value: object) -> object:
@@ -452,33 +512,38 @@ def _fmt(value: float, digits: int = 2) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+_SCHEDULER_NAMES = {"ddim": "DDIM", "euler": "flow Euler"}
+
+
 def render_markdown(report: dict) -> str:
     """The markdown tables of a report."""
     cfg = report["config"]
     lines = [
-        "# Motion transfer benchmark (toy world)",
+        "# Motion transfer benchmark (toy world)" + ("" if report.get("family", "unet3d") == "unet3d" else f", {report['family']}"),
         "",
         f"- command: `{report['command']}`",
         f"- date: {report['date']}; run time {report['elapsed_seconds']:.0f} s "
         f"({report['machine']['threads']} torch threads; timings depend on what else the machine runs); torch {report['machine']['torch']}",
-        f"- model: `{report['model']}`; sampling {cfg['size']}x{cfg['size']}, {cfg['frames']} frames, DDIM {cfg['sample_steps']} steps, guidance {cfg['guidance_scale']}",
+        f"- model: `{report['model']}`; sampling {cfg['size']}x{cfg['size']}, {cfg['frames']} frames, "
+        f"{_SCHEDULER_NAMES.get(cfg.get('scheduler', 'ddim'), cfg.get('scheduler'))} {cfg['sample_steps']} steps, guidance {cfg['guidance_scale']}",
         f"- training: layer set `{cfg['layer_set']}`, AdamW lr {cfg['learning_rate']}, {cfg['train_steps']} steps, "
         f"{cfg['inversion_steps']} inversion steps; training seeds {cfg['train_seeds']}; losses {cfg['losses']}",
-        f"- references (appearance): "
+        "- references (appearance): "
         + ", ".join(f"{r} ({' '.join(report['reference_appearance'][r])})" for r in cfg["references"])
         + f"; prompts differ from the reference in colour AND shape; {cfg['clips_per_reference_seed']} clips per "
         f"(reference, seed), sample seeds {cfg['sample_seed_base']} + 1000*ref + 100*seed + k, same for every setting",
-        f"- detector on the reference clips (Pearson vs ground truth): "
+        "- detector on the reference clips (Pearson vs ground truth): "
         + ", ".join(f"{k} {_fmt(v)}" for k, v in report["reference_detector_pearson"].items()),
         "",
-        "| setting | loss | mode | prior | inversion | fidelity (Pearson) ±95% | n_fid | cosine | text | leakage | presence | temporal cons. | train s/emb |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | loss | mode | prior | inversion | fidelity (Pearson) ±95% | n_fid | cosine | text | colour | shape | leakage | presence | temporal cons. | train s/emb |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in report["settings"].items():
         mode = "—" if s["loss"] is None else (f"{s['mode']} x{s['strength']:g}" if s["strength"] != 1.0 else s["mode"])
         lines.append(
             f"| {name} | {s['loss'] or '—'} | {mode} | {s['noise_prior']:g} | {s['inversion'] if s['loss'] and s['noise_prior'] else '—'} | {_fmt(s['fidelity'])} ± {_fmt(s['fidelity_ci95'])} "
-            f"| {s['n_fid']}/{s['n_clips']} | {_fmt(s['cosine'])} | {_fmt(s['text_alignment'])} | {_fmt(s['leakage'])} "
+            f"| {s['n_fid']}/{s['n_clips']} | {_fmt(s['cosine'])} | {_fmt(s['text_alignment'])} | {_fmt(s['colour_match'])} "
+            f"| {_fmt(s['shape_match'])} | {_fmt(s['leakage'])} "
             f"| {_fmt(s['presence'])} | {_fmt(s['temporal_consistency'])} | {_fmt(s['train_seconds_per_embedding'], 1)} |"
         )
     refs = cfg["references"]
@@ -486,6 +551,9 @@ def render_markdown(report: dict) -> str:
     for name, per_ref in report["fidelity_by_reference"].items():
         lines.append(f"| {name} | " + " | ".join(_fmt(per_ref[r]) for r in refs) + " |")
     t = report["targets"]
+    skipped = report.get("skipped_settings", {})
+    if skipped:
+        lines += ["", "Not measured: " + "; ".join(f"{name} ({why})" for name, why in skipped.items()) + "."]
     lines += [
         "",
         "Targets (not tuned for):",
@@ -500,10 +568,10 @@ def render_markdown(report: dict) -> str:
         "",
         "Definitions: fidelity = Pearson of flattened per-frame displacement vectors (generated track vs reference "
         "ground truth), mean over clips where it is defined (n_fid); cosine = plain cosine of the same vectors; text = "
-        "majority colour AND shape match the prompt; leakage = majority colour or shape equals the reference's (prompts "
+        "majority colour AND shape match the prompt (colour, shape: each alone); leakage = majority colour or shape equals the reference's (prompts "
         "differ in both); presence = fraction of frames with the object detected; temporal consistency = fraction of "
-        "detected frames whose colour and shape equal the clip majority; train s/emb = optimisation + DDIM inversion "
-        "seconds per embedding (each trained once per run).",
+        "detected frames whose colour and shape equal the clip majority; train s/emb = optimisation + "
+        f"{_SCHEDULER_NAMES.get(cfg.get('scheduler', 'ddim'), cfg.get('scheduler'))} inversion seconds per embedding (each trained once per run).",
         "",
     ]
     return "\n".join(lines)
@@ -514,26 +582,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 reference, 1 seed, 4 clips per setting, 100 training steps")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder for the .md and .json results")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--family", choices=sorted(FAMILY_MODELS), default="unet3d", help="which bundled toy-world model to measure")
+    parser.add_argument("--model", type=Path, default=None, help="another model folder (default: the family's bundled toy model)")
+    parser.add_argument("--train-steps", type=int, default=None, help="override the model's recommended training steps")
+    parser.add_argument("--lr", type=float, default=None, help="override the model's recommended learning rate")
+    parser.add_argument("--layers", default=None, help="override the model's recommended layer set")
+    parser.add_argument("--guidance", type=float, default=None, help="override the model's recommended sampling cfg")
+    parser.add_argument("--tag", default="", help="suffix of the result file names (exploration runs)")
+    parser.add_argument("--rerender", type=Path, default=None, metavar="JSON", help="only rewrite the .md beside a saved report")
     return parser.parse_args(argv)
+
+
+def rerender(json_path: Path) -> str:
+    """Rewrite the markdown beside a saved JSON report (after a change to the table layout only; no re-run)."""
+    report = json.loads(json_path.read_text())
+    markdown = render_markdown(report)
+    json_path.with_suffix(".md").write_text(markdown)
+    return markdown
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    if args.rerender is not None:
+        sys.stdout.write(rerender(args.rerender))
+        return 0
     torch.set_num_threads(args.threads)
-    if args.quick:
-        config = RunConfig(references=["bounce"], train_seeds=[0], clips_per_reference_seed=4, train_steps=100, threads=args.threads)
-    else:
-        config = RunConfig(references=list(REFERENCE_APPEARANCE), train_seeds=[0, 1], clips_per_reference_seed=4, threads=args.threads)
     command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/bench_motion_transfer.py", *(sys.argv[1:] if argv is None else argv)])
     started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     start = time.perf_counter()
-    model = load_video_model(MODEL_DIR, precision="fp32", attention="auto", device="cpu")
+    model_dir = args.model or FAMILY_MODELS[args.family]
+    model = load_video_model(model_dir, precision="fp32", attention="auto", device="cpu")
+    if model.family.name != args.family:
+        raise SystemExit(f"{model_dir} holds a {model.family.name} model, not {args.family}; pass --family {model.family.name}")
+    overrides = {"learning_rate": args.lr, "layer_set": args.layers, "guidance_scale": args.guidance}
+    if args.quick:
+        config = config_for_model(model, references=["bounce"], train_seeds=[0], clips_per_reference_seed=4, threads=args.threads, train_steps=100, **overrides)
+    else:
+        config = config_for_model(model, references=list(REFERENCE_APPEARANCE), train_seeds=[0, 1], clips_per_reference_seed=4, threads=args.threads, **overrides)
+    if args.train_steps is not None:
+        config.train_steps = args.train_steps
     bench = Benchmark(model, config)
     bench.run()
-    report = build_report(bench, command, started, time.perf_counter() - start)
+    report = build_report(bench, command, started, time.perf_counter() - start, model_dir)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "motion_transfer_quick" if args.quick else "motion_transfer"
+    stem = "motion_transfer" + ("" if args.family == "unet3d" else f"_{args.family}") + ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
     (args.out / f"{stem}.json").write_text(json.dumps(_json_safe(report), indent=1, allow_nan=False) + "\n")
     markdown = render_markdown(report)
     (args.out / f"{stem}.md").write_text(markdown)
