@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +133,37 @@ def prefix_text_encoder_keys(text_encoder_dir: Path) -> None:
     save_file(fixed, str(path), metadata={"format": "pt"})
 
 
+@torch.no_grad()
+def cache_posteriors(
+    render: Callable[[list[int]], tuple[torch.Tensor, list[str]]],
+    posterior: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    num_clips: int,
+    seed: int,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The training clips of ``seed`` rendered ``chunk`` at a time and their VAE posteriors kept (any family).
+
+    Args:
+        render: seeds -> ``([B, F, H, W, 3]`` frames, captions).
+        posterior: frames -> posterior ``(mean, std)``, each ``[B, C, F', h, w]``.
+
+    Returns:
+        ``(mean [N, C, F', h, w], std, captions)`` for ``num_clips`` clips.
+    """
+    means, stds, caps = [], [], []
+    base = T2V_TRAIN_SEED_OFFSET + seed * 1_000_000
+    for start in range(0, num_clips, chunk):
+        seeds = list(range(base + start, base + min(start + chunk, num_clips)))
+        frames, captions = render(seeds)
+        mean, std = posterior(frames)
+        means.append(mean)
+        stds.append(std)
+        caps.extend(captions)
+        if start % (chunk * 20) == 0:
+            logger.info("cached %d / %d clips", start + len(seeds), num_clips)
+    return torch.cat(means), torch.cat(stds), caps
+
+
 @dataclass
 class Objective:
     """One training batch's outcome: per-sample losses ``[B]`` and a noise-level quarter ``[B]`` (0..3)."""
@@ -168,21 +200,15 @@ class Unet3dRecipe:
     def cache_name(self, seed: int, num_clips: int) -> str:
         return f"latents_seed{seed}_n{num_clips}.pt"
 
-    @torch.no_grad()
     def cache_latents(self, num_clips: int, seed: int, chunk: int = 250) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """Render clips and cache their VAE posteriors: ``(mean [N, 4, F, 8, 8], std, captions)``, unscaled."""
-        means, stds, caps = [], [], []
-        base = T2V_TRAIN_SEED_OFFSET + seed * 1_000_000
-        for start in range(0, num_clips, chunk):
-            seeds = list(range(base + start, base + min(start + chunk, num_clips)))
-            frames, captions, _ = render_batch(seeds)  # [B, F, H, W, 3]
-            b, f = frames.shape[:2]
-            post = self.vae.encode(frames_to_images(frames)).latent_dist
-            # [B*F, 4, h, w] -> [B, 4, F, h, w]
-            means.append(post.mean.reshape(b, f, *post.mean.shape[1:]).permute(0, 2, 1, 3, 4).contiguous())
-            stds.append(post.std.reshape(b, f, *post.std.shape[1:]).permute(0, 2, 1, 3, 4).contiguous())
-            caps.extend(captions)
-        return torch.cat(means), torch.cat(stds), caps
+        return cache_posteriors(lambda seeds: render_batch(seeds)[:2], self._posterior, num_clips, seed, chunk)
+
+    def _posterior(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, F, H, W, 3]`` clips -> posterior ``(mean, std)``, each ``[B, 4, F, h, w]`` (frames encoded one by one)."""
+        b, f = frames.shape[:2]
+        post = self.vae.encode(frames_to_images(frames)).latent_dist  # [B*F, 4, h, w]
+        return tuple(t.reshape(b, f, *t.shape[1:]).permute(0, 2, 1, 3, 4).contiguous() for t in (post.mean, post.std))
 
     def normalise(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw VAE latents -> the unit-std latents the denoiser sees."""
@@ -268,21 +294,18 @@ class WanRecipe:
     def cache_name(self, seed: int, num_clips: int) -> str:
         return f"wan_latents_seed{seed}_n{num_clips}.pt"
 
-    @torch.no_grad()
     def cache_latents(self, num_clips: int, seed: int, chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """Render 17-frame 64x64 clips and cache their posteriors: ``(mean [N, 16, 5, 8, 8], std, captions)``, raw."""
-        means, stds, caps = [], [], []
-        base = T2V_TRAIN_SEED_OFFSET + seed * 1_000_000
-        for start in range(0, num_clips, chunk):
-            seeds = list(range(base + start, base + min(start + chunk, num_clips)))
-            frames, captions, _ = render_batch(seeds, num_frames=WAN_FRAMES, height=WAN_SIZE, width=WAN_SIZE)
-            post = self.vae.encode(frames_to_videos(frames)).latent_dist
-            means.append(post.mean.contiguous())
-            stds.append(post.std.contiguous())
-            caps.extend(captions)
-            if start % (chunk * 20) == 0:
-                logger.info("cached %d / %d clips", start + len(seeds), num_clips)
-        return torch.cat(means), torch.cat(stds), caps
+
+        def render(seeds: list[int]) -> tuple[torch.Tensor, list[str]]:
+            return render_batch(seeds, num_frames=WAN_FRAMES, height=WAN_SIZE, width=WAN_SIZE)[:2]
+
+        return cache_posteriors(render, self._posterior, num_clips, seed, chunk)
+
+    def _posterior(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, F, H, W, 3]`` clips -> posterior ``(mean, std)``, each ``[B, 16, F', h, w]``."""
+        post = self.vae.encode(frames_to_videos(frames)).latent_dist
+        return post.mean.contiguous(), post.std.contiguous()
 
     def normalise(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw latents -> ``(z - latents_mean) / latents_std`` per channel (what WanPipeline undoes before decoding)."""
