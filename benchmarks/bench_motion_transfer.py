@@ -615,13 +615,13 @@ def main(argv: list[str] | None = None) -> int:
     model = load_video_model(model_dir, precision="fp32", attention="auto", device="cpu")
     if model.family.name != args.family:
         raise SystemExit(f"{model_dir} holds a {model.family.name} model, not {args.family}; pass --family {model.family.name}")
-    overrides = {"learning_rate": args.lr, "layer_set": args.layers, "guidance_scale": args.guidance}
+    quick_steps = 100 if args.quick else None
+    overrides = {"learning_rate": args.lr, "layer_set": args.layers, "guidance_scale": args.guidance,
+                 "train_steps": args.train_steps if args.train_steps is not None else quick_steps}
     if args.quick:
-        config = config_for_model(model, references=["bounce"], train_seeds=[0], clips_per_reference_seed=4, threads=args.threads, train_steps=100, **overrides)
+        config = config_for_model(model, references=["bounce"], train_seeds=[0], clips_per_reference_seed=4, threads=args.threads, **overrides)
     else:
         config = config_for_model(model, references=list(REFERENCE_APPEARANCE), train_seeds=[0, 1], clips_per_reference_seed=4, threads=args.threads, **overrides)
-    if args.train_steps is not None:
-        config.train_steps = args.train_steps
     bench = Benchmark(model, config)
     bench.run()
     report = build_report(bench, command, started, time.perf_counter() - start, model_dir)
