@@ -34,7 +34,7 @@ from motion_core.video_io import read_video_frames
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 REPO = Path(__file__).resolve().parent.parent
 TOY_WAN = REPO / "assets" / "toyworld-wan"
-TOY_WAN_CLIP = REPO / "assets" / "sample_clips" / "toyworld_wan_red_square_bounce.mp4"  # 17 frames of 64x64
+TOY_WAN_CLIP = REPO / "assets" / "sample_clips" / "toyworld_wan_red_square_bounce.mp4"  # 17 frames of 96x96
 # Largest allowed |ComfyUI - diffusers|, as a share of the diffusers output's largest magnitude.
 TOLERANCE = 1e-4
 

@@ -1,8 +1,5 @@
-"""The toy world at 1 + 4k frames and 64x64, the Wan VAE's latent-normalisation fold, and the bundled toy-world Wan.
-
-The bundled folder is checked the way ComfyUI and diffusers will read it: diffusers' WanPipeline loads and runs it,
-the DiT has heads of 128 and the fixed fields ComfyUI assumes, the VAE has the fields ComfyUI's Wan 2.1 loader fixes,
-and its raw latents match the Wan 2.1 constants (the fold).
+"""The toy world at 1 + 4k frames and 64x64 / 96x96, the Wan VAE's latent-normalisation fold, the toy trainers'
+Wan options, the fp16 export of a built folder, and the size budget of the bundled models.
 """
 
 from __future__ import annotations
@@ -38,25 +35,39 @@ def test_default_world_renders_exactly_the_clips_it_always_rendered():
     assert digest.hexdigest() == DEFAULT_WORLD_DIGEST
 
 
-def test_a_17_frame_64px_clip_scales_object_and_speed_with_the_canvas():
-    clips = [world.random_clip(500 + i, num_frames=17, height=64, width=64) for i in range(12)]
-    assert clips[0].frames.shape == (17, 64, 64, 3)
-    assert all(16.0 <= c.size <= 20.0 for c in clips)  # (9 +- 1) * 2
+@pytest.mark.parametrize("size", [64, 96])
+def test_a_17_frame_clip_scales_object_and_speed_with_the_canvas(size):
+    scale = size / 32  # world.canvas_scale: 2 at 64x64, 3 at the toy-world Wan's 96x96
+    clips = [world.random_clip(500 + i, num_frames=17, height=size, width=size) for i in range(12)]
+    assert clips[0].frames.shape == (17, size, size, 3)
+    assert all(8 * scale <= c.size <= 10 * scale for c in clips)  # (9 +- 1) * scale
     speeds = torch.cat([(c.centres[1:] - c.centres[:-1]).norm(dim=1) for c in clips])
-    assert 2.0 - 1e-4 <= float(speeds.median()) <= 6.0 + 1e-4  # (1..3 px/frame) * 2, bounces shorten a few steps
-    assert float(speeds.max()) <= 6.0 + 1e-4
+    assert scale - 1e-4 <= float(speeds.median()) <= 3 * scale + 1e-4  # (1..3 px/frame) * scale, bounces shorten some
+    assert float(speeds.max()) <= 3 * scale + 1e-4
     assert all(abs(c.meta["turn"]) <= 0.5 * 7 / 16 + 1e-9 for c in clips)  # a curve turns as much in total as at 8 frames
-    paths = world.reference_trajectories(17, 64)
+    paths = world.reference_trajectories(17, size)
     assert all(p.shape == (17, 2) for p in paths.values())
     x = paths["bounce"][:, 0]
-    assert float(x.max()) <= 64 - 9.0 + 1e-4 and float(x[x.argmax() + 1]) < float(x.max())  # bounces off the right wall
-    assert float((x[1] - x[0])) == pytest.approx(6.0)  # 3 px/frame at 32 -> 6 at 64
+    assert float(x.max()) <= size - 4.5 * scale + 1e-4 and float(x[x.argmax() + 1]) < float(x.max())  # right-wall bounce
+    assert float((x[1] - x[0])) == pytest.approx(3 * scale)  # 3 px/frame at 32
 
 
-def test_detector_finds_colour_shape_and_position_on_the_larger_canvas():
-    result = self_check(num_clips=24, num_frames=17, size=64)
+@pytest.mark.parametrize("size", [64, 96])
+def test_detector_finds_colour_shape_and_position_on_the_larger_canvas(size):
+    result = self_check(num_clips=24, num_frames=17, size=size)
     assert result["colour_acc"] == result["shape_acc"] == result["presence"] == 1.0
-    assert result["centroid_err_px"] < 2.0  # the triangle's area centroid sits size/6 = 3 px below its box centre
+    # the triangle's area centroid sits size/6 below its box centre: 3 px at 64, 4.5 at 96
+    assert result["centroid_err_px"] < size / 32
+
+
+def test_the_model_check_samples_at_the_geometry_the_folder_was_trained_at(tmp_path):
+    from toyworld.check_model import trained_geometry
+    from toyworld.train_vae import WAN_FRAMES, WAN_SIZE
+
+    (tmp_path / "train_info.json").write_text(json.dumps({"family": "wan", "frames": 17, "height": 64, "width": 64}))
+    assert trained_geometry(tmp_path, "WanPipeline") == (17, 64)  # a build from before the world moved to 96x96
+    assert trained_geometry(tmp_path / "elsewhere", "WanPipeline") == (WAN_FRAMES, WAN_SIZE) == (17, 96)
+    assert trained_geometry(ASSETS / "toyworld-t2v", "TextToVideoSDPipeline") == (8, 32)
 
 
 def _tiny_wan_vae():
@@ -106,6 +117,34 @@ def test_bundled_models_fit_the_size_budget():
     total = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file())
     assert total <= 48 * 2**20
 
+def test_fp16_export_halves_the_weights_and_keeps_everything_else(tmp_path):
+    from toyworld.export_fp16 import export_fp16
+
+    src = tmp_path / "build"
+    vae = _tiny_wan_vae()
+    vae.save_pretrained(src / "vae")
+    (src / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline", "vae": ["diffusers", "AutoencoderKLWan"]}))
+    (src / "latents.pt").write_bytes(b"trainer scratch")
+    sizes = export_fp16(src, tmp_path / "bundle")
+    assert sizes["bytes_after"] < 0.6 * sizes["bytes_before"]
+    assert not (tmp_path / "bundle" / "latents.pt").exists()
+    assert _json(tmp_path / "bundle" / "vae" / "config.json") == _json(src / "vae" / "config.json")
+    half = AutoencoderKLWan.from_pretrained(tmp_path / "bundle" / "vae", torch_dtype=torch.float32).eval()
+    assert {p.dtype for p in half.parameters()} == {torch.float32}
+    for (name, a), b in zip(vae.state_dict().items(), half.state_dict().values()):
+        assert torch.equal(a.half().float(), b), name  # exactly the fp16 rounding, nothing else
+    with pytest.raises(FileExistsError, match="nothing is overwritten"):
+        export_fp16(src, tmp_path / "bundle")
+
+
+def test_fp16_export_refuses_a_weight_beyond_fp16s_range(tmp_path):
+    from toyworld.export_fp16 import half_state_dict
+
+    with pytest.raises(ValueError, match="'big'.*fp32"):
+        half_state_dict({"ok": torch.ones(2), "big": torch.tensor([1e6])}, tmp_path / "x.safetensors")
+    kept = half_state_dict({"ids": torch.arange(3), "w": torch.ones(2)}, tmp_path / "x.safetensors")
+    assert kept["ids"].dtype == torch.int64 and kept["w"].dtype == torch.float16
+
 
 def test_wan_trainer_writes_a_wan_pipeline_folder_that_diffusers_loads(tmp_path):
     """Two steps of the generalised trainer on a tiny random Wan VAE: the folder is a WanPipeline with the recipe."""
@@ -144,6 +183,24 @@ def test_decoder_only_vae_training_keeps_the_encoder_and_so_every_cached_latent(
         assert torch.equal(start.encode(x).latent_dist.mean, tuned.encode(x).latent_dist.mean)
     assert log["decoder_only"] is True and log["crop"] == 64 and log["edge_weight"] == 2.0
     assert "edge" in log["history"][0]
+
+
+def test_single_frame_windows_train_the_spatial_path_and_leave_the_temporal_convs(tmp_path):
+    """``window=1``: every window is a first frame, which the Wan VAE encodes without its temporal convolutions."""
+    from toyworld.train_vae import VAE_KINDS, train_vae
+
+    _tiny_wan_vae().save_pretrained(tmp_path / "start" / "vae")
+    start = VAE_KINDS["wan"].load(tmp_path / "start" / "vae").state_dict()
+    log = train_vae(tmp_path / "tuned", steps=2, batch=2, num_clips=3, lr=1e-2, threads=1, kind="wan", eval_clips=2,
+                    window=1, crop=48, init_from=tmp_path / "start" / "vae")
+    tuned = VAE_KINDS["wan"].load(tmp_path / "tuned" / "vae").state_dict()
+    temporal = [k for k in start if ".time_conv." in k]
+    spatial = [k for k in start if k.startswith(("encoder.conv_in", "decoder.conv_out"))]
+    assert temporal and all(torch.equal(start[k], tuned[k]) for k in temporal)
+    assert spatial and all(not torch.equal(start[k], tuned[k]) for k in spatial)
+    assert (log["window"], log["crop"]) == (1, 48)
+    with pytest.raises(ValueError, match="1 \\+ 4k frames"):
+        train_vae(tmp_path / "bad", steps=1, kind="wan", window=4)
 
 
 def test_decoder_only_needs_a_trained_vae(tmp_path):

@@ -2,7 +2,8 @@
 
 Samples clips over every colour x shape prompt and many seeds with the folder's own diffusers pipeline
 (``TextToVideoSDPipeline`` for the UNet3D toy at 8 frames of 32x32, ``WanPipeline`` for the toy-world Wan at
-17 frames of 64x64; the geometry follows the pipeline class unless ``--frames`` / ``--size`` say otherwise) and
+17 frames of 96x96; the geometry is the one the folder's ``train_info.json`` records, else the pipeline class's,
+unless ``--frames`` / ``--size`` say otherwise) and
 measures, with :mod:`toyworld.metrics`:
 
 * colour and shape follow the prompt (targets: >= 90 % each, and both together);
@@ -36,6 +37,7 @@ from pathlib import Path
 import torch
 
 from .metrics import circular_spread, detect_clip, displacements, mean_motion
+from .train_vae import WAN_FRAMES, WAN_SIZE
 from .world import COLOURS, SHAPES, caption_for
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ TARGETS = {"colour_acc": 0.90, "shape_acc": 0.90, "presence": 0.95}
 GEOMETRY: dict[str, tuple[int, int, dict]] = {
     "TextToVideoSDPipeline": (8, 32, {}),
     # The toy tokenizer's 16 positions (WanPipeline's default is 512, UMT5's).
-    "WanPipeline": (17, 64, {"max_sequence_length": 16}),
+    "WanPipeline": (WAN_FRAMES, WAN_SIZE, {"max_sequence_length": 16}),
 }
 
 
@@ -80,6 +82,18 @@ def load_pipeline(model: Path):
     pipe = getattr(diffusers, name).from_pretrained(str(model), torch_dtype=torch.float32, **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def trained_geometry(model: Path, pipeline_class: str) -> tuple[int, int]:
+    """``(frames, size)`` the toy model in ``model`` was trained at: its ``train_info.json`` (written by
+    ``toyworld.train_t2v``), else the family's current geometry (:data:`GEOMETRY`). A Wan folder built at 64x64 before
+    the world moved to 96x96 is so checked at 64."""
+    frames, size, _ = GEOMETRY[pipeline_class]
+    info_path = Path(model) / "train_info.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        frames, size = int(info.get("frames", frames)), int(info.get("height", size))
+    return frames, size
 
 
 def sample_clips(
@@ -192,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     prompts = [caption_for(c, s) for c, s in chosen]
     seeds = [args.seed + i for i in range(args.samples)]
     pipe = load_pipeline(args.model)
-    frames, size, _ = GEOMETRY[type(pipe).__name__]
+    frames, size = trained_geometry(args.model, type(pipe).__name__)
     frames, size = args.frames or frames, args.size or size
     report = {
         "model": str(args.model),

@@ -11,7 +11,7 @@ loop (sampling of clips and captions, caption dropout, optimiser, EMA, checkpoin
   :mod:`motion_core.flow_matching` (shifted sigmas, velocity target, timestep = sigma * 1000), prompts through
   :func:`motion_core.text_encoding.encode_masked_prompts` (what the Wan family samples with), latents normalised
   with the VAE config's ``latents_mean`` / ``latents_std``, saved as a ``WanPipeline`` folder with a
-  ``FlowMatchEulerDiscreteScheduler`` (17 frames of 64x64).
+  ``FlowMatchEulerDiscreteScheduler`` (17 frames of 96x96).
 """
 
 from __future__ import annotations
@@ -295,7 +295,7 @@ class WanRecipe:
         return f"wan_latents_seed{seed}_n{num_clips}.pt"
 
     def cache_latents(self, num_clips: int, seed: int, chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """Render 17-frame 64x64 clips and cache their posteriors: ``(mean [N, 16, 5, 8, 8], std, captions)``, raw."""
+        """Render 17-frame 96x96 clips and cache their posteriors: ``(mean [N, 16, 5, 12, 12], std, captions)``, raw."""
 
         def render(seeds: list[int]) -> tuple[torch.Tensor, list[str]]:
             return render_batch(seeds, num_frames=WAN_FRAMES, height=WAN_SIZE, width=WAN_SIZE)[:2]

@@ -1,6 +1,6 @@
 """Write the bundled reference clips for the demo (8 frames, 32x32, PyAV, near-lossless H.264).
 
-``--frames 17 --size 64 --prefix toyworld_wan --fps 16`` writes the toy-world Wan's clips (object, speeds and
+``--frames 17 --size 96 --prefix toyworld_wan --fps 16`` writes the toy-world Wan's clips (object, speeds and
 paths scaled with the canvas, see :func:`toyworld.world.reference_trajectories`).
 
 * ``toyworld_red_square_bounce.mp4``: a red square moving right at 3 px/frame that bounces off the right
@@ -14,7 +14,7 @@ reports the largest colour error.
 Usage::
 
     python -m toyworld.make_sample_clips --out assets/sample_clips
-    python -m toyworld.make_sample_clips --out assets/sample_clips --frames 17 --size 64 --prefix toyworld_wan --fps 16
+    python -m toyworld.make_sample_clips --out assets/sample_clips --frames 17 --size 96 --prefix toyworld_wan --fps 16
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ layout) is a recipe in :mod:`toyworld.denoisers` chosen with ``--family``:
   attention blocks for motion embeddings); x0 ("sample") prediction, cosine schedule with 1000 steps.
 * ``wan`` (``assets/toyworld-wan``): ``WanTransformer3DModel`` with heads of 128, rectified flow
   (:mod:`motion_core.flow_matching`, shift ``--shift``), prompts encoded with
-  :func:`motion_core.text_encoding.encode_masked_prompts`; 17-frame 64x64 clips.
+  :func:`motion_core.text_encoding.encode_masked_prompts`; 17-frame 96x96 clips.
 
 Shared: a tiny ``CLIPTextModel`` over a closed-vocabulary ``CLIPTokenizer``, trained jointly; the VAE written by
 :mod:`toyworld.train_vae` is read from ``<out>/vae`` and the posteriors of ``--num-clips`` rendered clips are

@@ -7,7 +7,7 @@ Two kinds (``--kind``), one training loop:
   scaled latents have unit standard deviation.
 * ``wan`` (the toy-world Wan): a Wan 2.1-format ``AutoencoderKLWan`` (causal 3-D, 4x temporal and 8x spatial
   compression, 16 latent channels) with a small ``base_dim`` and the fields ComfyUI's Wan 2.1 VAE loader fixes
-  (:data:`WAN_VAE_CONFIG`). It trains on ``--window``-frame windows of 17-frame 64x64 clips, ``--crop`` pixels
+  (:data:`WAN_VAE_CONFIG`). It trains on ``--window``-frame windows of 17-frame 96x96 clips, ``--crop`` pixels
   square (the VAE encodes the first frame alone and then chunks of 4: 1 + 4 frame windows cover both paths but
   not a chunk whose causal cache comes from another 4-frame chunk, which 9-frame windows do), in the stages that
   toyworld/README.md lists (``--init-from`` continues a saved VAE), and is checked on whole 17-frame clips.
@@ -22,8 +22,9 @@ alone, so the latents a denoiser was trained on stay the same.
 Usage::
 
     python -m toyworld.train_vae --out assets/toyworld-t2v --steps 1500 --seed 0
-    python -m toyworld.train_vae --kind wan --out assets/toyworld-wan --steps 900 --batch 8 --num-clips 300 --lr 2e-3 --threads 1 --seed 0
-    python -m toyworld.train_vae --kind wan --out assets/toyworld-wan --init-from assets/toyworld-wan/vae --window 9 --crop 64 ...
+    python -m toyworld.train_vae --kind wan --out B/v1 --window 1 --crop 48 --steps 1200 --batch 16 --num-clips 300 --seed 0
+    python -m toyworld.train_vae --kind wan --out B/v2 --init-from B/v1/vae --window 5 --crop 96 --steps 250 --batch 4 ...
+    (the Wan stages, in order: toyworld/README.md)
 
 Writes ``<out>/vae/`` and ``<out>/vae_train_log.json``. The output folder name is shared with
 :mod:`toyworld.train_t2v`, which reads the VAE from there.
@@ -65,13 +66,16 @@ VAE_CONFIG: dict = {
 #: ``latents_std`` stay diffusers' defaults (the Wan 2.1 constants); the fold makes the latents match them.
 WAN_VAE_CONFIG: dict = {"base_dim": 16, **COMFY_WAN_VAE_FIXED}
 
-#: Clip geometry of the toy-world Wan: 17 frames (1 + 4k) of 64x64 -> latents 16 x 5 x 8 x 8.
+#: Clip geometry of the toy-world Wan: 17 frames (1 + 4k) of 96x96 -> latents 16 x 5 x 12 x 12. 96 rather than 64:
+#: the object is then 27 px, 3.4 latent cells across; at 64 (18 px, 2.25 cells) the VAE rounded every square and
+#: triangle into a circle (toyworld/README.md, "shape diagnosis").
 WAN_FRAMES = 17
-WAN_SIZE = 64
-#: Wan training windows: 1 + 4 frames (the first-frame path and one 4-frame chunk), cropped to 32x32 (the VAE is
-#: fully convolutional; a crop costs a quarter of a whole frame, which is what fits the 2-core time budget).
+WAN_SIZE = 96
+#: Wan training windows of the first stage: 1 + 4 frames (the first-frame path and one 4-frame chunk), cropped to
+#: 48x48 around the object (the VAE is fully convolutional; a crop costs a quarter of a whole frame, which is what
+#: fits the 2-core time budget: 1.6 s per step of 8 windows against 5.9 s for 4 whole 9-frame windows).
 WAN_TRAIN_WINDOW = 5
-WAN_TRAIN_CROP = 32
+WAN_TRAIN_CROP = 48
 
 #: Seed offsets keep the VAE's, the T2V model's and the evaluation's clips disjoint.
 VAE_TRAIN_SEED_OFFSET = 1_000_000
@@ -252,7 +256,7 @@ def fold_latent_normalisation(vae, mean: torch.Tensor, std: torch.Tensor) -> Non
 @torch.no_grad()
 def _finalize_wan_fold(vae, eval_data: torch.Tensor) -> dict:
     """Wan VAE: fold the latent normalisation, then measure reconstructions of whole 17-frame clips."""
-    lat = _encode_means(vae, eval_data, 8)  # [N, 16, 5, 8, 8]
+    lat = _encode_means(vae, eval_data, 8)  # [N, 16, 5, 12, 12]
     mean, std = lat.mean(dim=(0, 2, 3, 4)), lat.std(dim=(0, 2, 3, 4))
     fold_latent_normalisation(vae, mean, std)
     lat2 = _encode_means(vae, eval_data, 8)
@@ -376,6 +380,8 @@ def train_vae(
     if decoder_only and init_from is None:
         raise ValueError("decoder_only continues a trained VAE: give init_from")
     recipe = VAE_KINDS[kind]
+    if kind == "wan" and not (1 <= window <= recipe.num_frames and (window - 1) % 4 == 0):
+        raise ValueError(f"window {window}: the Wan VAE encodes 1 + 4k frames; give 1, 5, 9, ... up to {recipe.num_frames}")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -512,11 +518,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--check-only", action="store_true", help="only run check_vae on <out>/vae")
     ap.add_argument("--check-clips", type=int, default=100, help="held-out clips for the reconstruction check")
-    ap.add_argument("--window", type=int, default=WAN_TRAIN_WINDOW, help="wan: frames per training window (1 + 4k)")
+    ap.add_argument("--window", type=int, default=WAN_TRAIN_WINDOW, help="wan: frames per training window (1 + 4k; 1: single frames, the first-frame path)")
     ap.add_argument("--init-from", type=Path, default=None, help="continue from this saved VAE folder")
     ap.add_argument("--edge-weight", type=float, default=0.0, help="weight of the outline (spatial-gradient L1) term")
     ap.add_argument("--decoder-only", action="store_true", help="with --init-from: train the decoder alone (latents unchanged)")
-    ap.add_argument("--crop", type=int, default=WAN_TRAIN_CROP, help="wan: training crop side in pixels (64: whole frames)")
+    ap.add_argument("--crop", type=int, default=WAN_TRAIN_CROP, help=f"wan: training crop side in pixels ({WAN_SIZE}: whole frames)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
