@@ -27,8 +27,8 @@ from safetensors.torch import save_file
 
 logger = logging.getLogger(__name__)
 
-#: Largest finite fp16 value: a weight beyond it would turn into inf.
-FP16_MAX = 65504.0
+#: Largest finite fp16 value (65504): a weight beyond it would turn into inf.
+FP16_MAX = float(torch.finfo(torch.float16).max)
 #: What the trainer leaves in a build folder that a model folder does not need.
 SKIPPED_SUFFIXES = (".pt", ".ckpt", ".log")
 
