@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import comfy_bridge
 from .embedding_nodes import ApplyMotionEmbedding, LoadMotionEmbedding, SaveMotionEmbedding
 from .model_nodes import LoadVideoModel
+from .native_nodes import ApplyMotionEmbeddingNative
 from .sampler_nodes import MotionSampler
 from .training_nodes import TrainMotionEmbedding
 from .video_nodes import LoadVideoFrames
@@ -20,6 +21,7 @@ NODE_CLASS_MAPPINGS = {
     "MI_LoadMotionEmbedding": LoadMotionEmbedding,
     "MI_ApplyMotionEmbedding": ApplyMotionEmbedding,
     "MI_MotionSampler": MotionSampler,
+    "MI_ApplyMotionEmbeddingNative": ApplyMotionEmbeddingNative,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -30,4 +32,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "MI_LoadMotionEmbedding": "Load Motion Embedding",
     "MI_ApplyMotionEmbedding": "Apply Motion Embedding",
     "MI_MotionSampler": "Motion Sampler",
+    "MI_ApplyMotionEmbeddingNative": "Apply Motion Embedding (native MODEL)",
 }

@@ -105,7 +105,7 @@ def check(url: str, comfy_dir: Path, steps: int | None) -> list[str]:
     logger.info("ComfyUI %s, torch %s", system.get("comfyui_version"), system.get("pytorch_version"))
     info = call(url, "/object_info")
     missing = [n for n in ("MI_LoadVideoModel", "MI_LoadVideoFrames", "MI_TrainMotionEmbedding", "MI_SaveMotionEmbedding",
-                           "MI_LoadMotionEmbedding", "MI_ApplyMotionEmbedding", "MI_MotionSampler") if n not in info]
+                           "MI_LoadMotionEmbedding", "MI_ApplyMotionEmbedding", "MI_MotionSampler", "MI_ApplyMotionEmbeddingNative") if n not in info]
     if missing:
         return [f"nodes not registered: {missing}"]
     output_dir, embedding_dir = comfy_dir / "output", comfy_dir / "models" / "motion_embeddings"

@@ -325,3 +325,39 @@ def test_auto_layer_set_and_scheduler_are_each_familys_own_default(wan, tiny_mod
     unet_run = train_motion_embedding(tiny_model, reference_clip, TrainingConfig(prompt=PROMPT, steps=1, inversion_steps=0, save_every=0))
     assert unet_run.embedding.info.extra["layer_set"] == "paper"
     assert tiny_model.family.resolve_scheduler("auto") == "ddim"
+
+
+@pytest.mark.parametrize("mode", ["object", "raw", "camera"])
+def test_block_motion_gives_every_block_the_inputs_the_diffusers_processors_use(wan, mode):
+    """The native (ComfyUI) path's per-block inputs are the diffusers processors' inputs, at another grid and strength."""
+    from motion_core.families.wan_native import WanBlockMotion
+    from motion_core.motion_math import TokenLayout, motion_inputs
+
+    trained = zero_embedding(_info(wan, "alternate", (3, 4, 4)))
+    generator = torch.Generator().manual_seed(0)
+    for tensor in [*trained.query_key.values(), *trained.value.values()]:
+        tensor.copy_(torch.randn(tensor.shape, generator=generator))
+    grid = (2, 6, 4)  # latent frames and size other than the training ones: both paths resample
+    prepared = prepare_for_sampling(trained, *grid, mode, 0.7)
+    processors = wan.family.build_processors(wan, trained.info.blocks, prepared.query_key, prepared.value, grid)
+    motion = WanBlockMotion(trained, mode, 0.7)
+    tokens = (2, 3, 2)
+    hidden = torch.randn(2, 12, wan.denoiser.blocks[0].attn1.to_q.in_features, generator=generator)
+    assert motion.block_indices == [int(b.name.split(".")[1]) for b in trained.info.blocks] and len(motion.block_indices) < len(wan.denoiser.blocks)
+    for index in range(len(wan.denoiser.blocks)):
+        qk_input, value_input = motion.inputs(index, hidden, tokens)
+        processor = processors.get(f"blocks.{index}.attn1")
+        if processor is None:
+            assert qk_input is hidden and value_input is hidden
+            continue
+        expected = motion_inputs(hidden, processor.query_key, processor.value, processor.value_grid, TokenLayout(2, (3, 2), True))
+        assert torch.equal(qk_input, expected[0]) and torch.equal(value_input, expected[1])
+        assert not torch.equal(qk_input, hidden)
+
+
+def test_block_motion_refuses_an_embedding_of_another_family(tiny_model, reference_clip):
+    from motion_core.families.wan_native import WanBlockMotion
+
+    unet = train_motion_embedding(tiny_model, reference_clip, TrainingConfig(prompt=PROMPT, steps=1, inversion_steps=0, save_every=0))
+    with pytest.raises(InvalidSettingError, match="trained on a unet3d model"):
+        WanBlockMotion(unet.embedding, "object", 1.0)

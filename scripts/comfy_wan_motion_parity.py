@@ -1,0 +1,92 @@
+"""Run ComfyUI's own Wan model with a motion embedding patched in through the pack's native hook (CPU, float32).
+
+Runs under ComfyUI's Python. Used by tests/test_comfy_native_wan_integration.py, which compares the outputs with the
+diffusers path's on the same inputs:
+
+    COMFYUI_DIR/.venv/bin/python scripts/comfy_wan_motion_parity.py --comfyui-dir COMFYUI_DIR \
+        --transformer DIT.safetensors --embedding E.safetensors --mode object --strength 0.7 \
+        --inputs IN.safetensors --out OUT.safetensors
+
+Inputs: ``latent`` (1, 16, F', h, w), ``timestep`` (1,), ``context`` (1, L, text_dim).
+Outputs: ``plain`` (the loaded MODEL), ``patched`` (the MODEL that the ``MI_ApplyMotionEmbeddingNative`` node returns),
+``zero_patched`` (the clone with the embedding's tensors set to zero), ``plain_after`` (the loaded MODEL again, after
+the clones ran), each ComfyUI's ``WanModel`` output on the inputs; metadata ``report`` (JSON): the clone's object patches and
+whether the original MODEL has none and its self-attention methods back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_pack():
+    """The pack as a package (its nodes import the core relatively), as ComfyUI imports a custom node folder."""
+    spec = importlib.util.spec_from_file_location("motion_inversion_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["motion_inversion_pack"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--comfyui-dir", required=True, type=Path)
+    parser.add_argument("--transformer", required=True)
+    parser.add_argument("--embedding", required=True)
+    parser.add_argument("--mode", default="object")
+    parser.add_argument("--strength", type=float, default=1.0)
+    parser.add_argument("--inputs", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(args.comfyui_dir.resolve()))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True  # before model_management reads it
+    import comfy.model_management
+    import comfy.sd
+
+    pack = load_pack()
+    from motion_inversion_pack.motion_core.embedding import MotionEmbedding
+    from motion_inversion_pack.motion_core.embedding_file import load_embedding
+
+    inputs = load_file(args.inputs)
+    embedding = load_embedding(args.embedding)
+    zero = MotionEmbedding(embedding.info, {k: torch.zeros_like(v) for k, v in embedding.query_key.items()},
+                           {k: torch.zeros_like(v) for k, v in embedding.value.items()}, embedding.inverted_latent)
+    model = comfy.sd.load_diffusion_model(args.transformer)
+    originals = {i: block.self_attn.forward for i, block in enumerate(model.model.diffusion_model.blocks)}
+
+    def run(patcher) -> torch.Tensor:
+        comfy.model_management.load_models_gpu([patcher])
+        with torch.no_grad():
+            return patcher.model.diffusion_model(inputs["latent"], inputs["timestep"], inputs["context"]).float()
+
+    apply = pack.NODE_CLASS_MAPPINGS["MI_ApplyMotionEmbeddingNative"]().apply  # the node, as ComfyUI calls it
+    outputs = {"plain": run(model)}
+    (patched,) = apply(model, embedding, args.strength, args.mode)
+    outputs["patched"] = run(patched)
+    outputs["zero_patched"] = run(apply(model, zero, args.strength, args.mode)[0])
+    outputs["plain_after"] = run(model)
+    blocks = model.model.diffusion_model.blocks
+    report = {
+        "object_patches": sorted(patched.object_patches),
+        "input_model_object_patches": sorted(model.object_patches),
+        "forwards_restored": all(blocks[i].self_attn.forward == originals[i] for i in originals),
+        "pack": pack.__name__,
+    }
+    save_file({k: v.contiguous() for k, v in outputs.items()}, args.out, metadata={"report": json.dumps(report)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
