@@ -166,10 +166,14 @@ def load_embedding_and_sample(pack) -> dict[str, Any]:
     return g.to_json()
 
 
+#: Every example workflow: file name (without .json) -> builder.
+BUILDERS = {"train_and_sample": train_and_sample, "load_embedding_and_sample": load_embedding_and_sample}
+
+
 def main() -> None:
     pack = load_pack()
     WORKFLOWS.mkdir(exist_ok=True)
-    for name, build in (("train_and_sample", train_and_sample), ("load_embedding_and_sample", load_embedding_and_sample)):
+    for name, build in BUILDERS.items():
         path = WORKFLOWS / f"{name}.json"
         path.write_text(json.dumps(build(pack), indent=2) + "\n")
         sys.stdout.write(f"wrote {path.relative_to(ROOT)}\n")
