@@ -89,13 +89,25 @@ class SamplingConfig:
             raise InvalidSettingError(f"Width and height must be positive multiples of {multiple} for {model.name}; got {self.width}x{self.height}.")
 
 
+def blend_noise_prior(inverted: torch.Tensor, noise: torch.Tensor, prior: float) -> torch.Tensor:
+    """The start of a motion-guided run: ``sqrt(prior) * inverted + sqrt(1 - prior) * noise`` (unit variance kept).
+
+    Args:
+        inverted: the reference's inverted latent ``(C, F, h, w)``, at the run's latent size.
+        noise: unit Gaussian noise ``(B, C, F, h, w)``.
+        prior: noise prior in ``[0, 1]``; 0 returns ``noise`` itself.
+    """
+    if prior <= 0:
+        return noise
+    return math.sqrt(prior) * inverted.unsqueeze(0).to(noise) + math.sqrt(1.0 - prior) * noise
+
+
 def _start_latent(
     model: VideoModel, config: SamplingConfig, shape: tuple[int, ...], inverted: torch.Tensor | None, sampler: Sampler
 ) -> torch.Tensor:
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(config.seed))
-    if inverted is not None and config.noise_prior > 0:
-        p = config.noise_prior
-        noise = math.sqrt(p) * inverted.unsqueeze(0).float().cpu() + math.sqrt(1.0 - p) * noise
+    if inverted is not None:
+        noise = blend_noise_prior(inverted.float().cpu(), noise, config.noise_prior)
     return (noise * sampler.start_scale).to(model.device)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import comfy_bridge
 from .embedding_nodes import ApplyMotionEmbedding, LoadMotionEmbedding, SaveMotionEmbedding
 from .model_nodes import LoadVideoModel
-from .native_nodes import ApplyMotionEmbeddingNative
+from .native_nodes import ApplyMotionEmbeddingNative, MotionStartNoiseNode
 from .sampler_nodes import MotionSampler
 from .training_nodes import TrainMotionEmbedding
 from .video_nodes import LoadVideoFrames
@@ -22,6 +22,7 @@ NODE_CLASS_MAPPINGS = {
     "MI_ApplyMotionEmbedding": ApplyMotionEmbedding,
     "MI_MotionSampler": MotionSampler,
     "MI_ApplyMotionEmbeddingNative": ApplyMotionEmbeddingNative,
+    "MI_MotionStartNoise": MotionStartNoiseNode,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -33,4 +34,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "MI_ApplyMotionEmbedding": "Apply Motion Embedding",
     "MI_MotionSampler": "Motion Sampler",
     "MI_ApplyMotionEmbeddingNative": "Apply Motion Embedding (native MODEL)",
+    "MI_MotionStartNoise": "Motion Start Noise (native)",
 }

@@ -1,11 +1,17 @@
-"""Nodes over ComfyUI's own MODEL (the native path): a motion embedding on a Wan MODEL from core's loaders."""
+"""Nodes over ComfyUI's own MODEL (the native path): a motion embedding on a Wan MODEL from core's loaders, and the
+reference's inverted start as the NOISE of core's SamplerCustomAdvanced."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from ..motion_core.defaults import field_default
-from ..motion_core.embedding import EMBEDDING_DEFAULT_MODE, MODE_CHOICES, MotionEmbedding, resolve_mode
+from ..motion_core.embedding import EMBEDDING_DEFAULT_MODE, MODE_CHOICES, MotionEmbedding, resample_latent, resolve_mode
+from ..motion_core.errors import InvalidSettingError
 from ..motion_core.families.wan_native import WanBlockMotion
-from ..motion_core.sampling import AppliedMotion
+from ..motion_core.sampling import AppliedMotion, SamplingConfig, blend_noise_prior
 from .handles import CATEGORY, EMBEDDING_TYPE
 from .native_wan import patch_wan_model
 
@@ -37,3 +43,67 @@ class ApplyMotionEmbeddingNative:
             return (model,)
         motion = WanBlockMotion(motion_embedding, resolve_mode(mode, motion_embedding.info), float(strength))
         return (patch_wan_model(model, motion),)
+
+
+class MotionStartNoise:
+    """ComfyUI NOISE (what ``SamplerCustomAdvanced`` takes): the embedding's inverted start blended with seeded noise.
+
+    ``generate_noise({"samples": (B, C, F', h, w), ...})`` returns ``sqrt(p) * inverted + sqrt(1 - p) * noise``,
+    the inverted latent ``(C, F'', h', w')`` resampled to the run's latent size, ``noise`` the unit Gaussian that core's
+    RandomNoise draws for ``seed`` (same generator and order: float32 on the CPU; a ``batch_index`` is not followed).
+    Both are in the model's normalised latent space, where ComfyUI adds noise.
+    """
+
+    def __init__(self, inverted: torch.Tensor | None, prior: float, seed: int) -> None:
+        self.inverted = inverted
+        self.prior = float(prior)
+        self.seed = int(seed)
+
+    def generate_noise(self, input_latent: dict[str, Any]) -> torch.Tensor:
+        latent = input_latent["samples"]
+        if latent.ndim != 5:
+            raise InvalidSettingError(
+                f"The motion start noise is for video latents (batch, channels, frames, height, width); got shape "
+                f"{tuple(latent.shape)}. Use an empty Wan video latent (EmptyHunyuanLatentVideo / Wan22ImageToVideoLatent)."
+            )
+        noise = torch.randn(latent.shape, dtype=torch.float32, generator=torch.Generator().manual_seed(self.seed))
+        if self.inverted is None or self.prior <= 0:
+            return noise.to(latent.dtype)
+        if latent.shape[1] != self.inverted.shape[0]:
+            raise InvalidSettingError(
+                f"The motion embedding's start latent has {self.inverted.shape[0]} channels but this latent has "
+                f"{latent.shape[1]}: it was made for another VAE."
+            )
+        inverted = resample_latent(self.inverted, *latent.shape[2:])
+        return blend_noise_prior(inverted.float(), noise, self.prior).to(latent.dtype)
+
+
+class MotionStartNoiseNode:
+    DESCRIPTION = (
+        "The reference's inverted start (stored with the motion embedding) blended with seeded noise, as the NOISE input "
+        "of core SamplerCustomAdvanced. On flow models such as Wan the first step is at sigma 1, where KSampler gives a "
+        "LATENT input no weight, so the start has to come in as the noise. Noise prior 0 gives core RandomNoise exactly."
+    )
+    CATEGORY = f"{CATEGORY}/native"
+    RETURN_TYPES = ("NOISE",)
+    RETURN_NAMES = ("noise",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "motion_embedding": (EMBEDDING_TYPE, {"tooltip": "A motion embedding that stores its inverted start latent (trained with inversion steps)."}),
+                "noise_prior": ("FLOAT", {"default": field_default(SamplingConfig, "noise_prior"), "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Share of the reference's inverted start in the starting noise (0: plain noise)."}),
+                "noise_seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of the noise part (the same noise core RandomNoise draws)."}),
+            }
+        }
+
+    def make(self, motion_embedding: MotionEmbedding, noise_prior: float, noise_seed: int):
+        inverted = motion_embedding.inverted_latent
+        if inverted is None and noise_prior > 0:
+            raise InvalidSettingError(
+                "This motion embedding stores no inverted start latent (it was trained with 0 inversion steps); "
+                "set noise prior to 0 or retrain with inversion steps."
+            )
+        return (MotionStartNoise(None if inverted is None else inverted.float().cpu(), float(noise_prior), int(noise_seed)),)

@@ -10,7 +10,8 @@ diffusers path's on the same inputs:
 Inputs: ``latent`` (1, 16, F', h, w), ``timestep`` (1,), ``context`` (1, L, text_dim).
 Outputs: ``plain`` (the loaded MODEL), ``patched`` (the MODEL that the ``MI_ApplyMotionEmbeddingNative`` node returns),
 ``zero_patched`` (the clone with the embedding's tensors set to zero), ``plain_after`` (the loaded MODEL again, after
-the clones ran), each ComfyUI's ``WanModel`` output on the inputs; metadata ``report`` (JSON): the clone's object patches and
+the clones ran), each ComfyUI's ``WanModel`` output on the inputs; ``core_random_noise`` (core RandomNoise, seed 42)
+and ``start_noise_prior0`` (``MI_MotionStartNoise`` at noise prior 0, seed 42) for a latent shaped like ``latent``; metadata ``report`` (JSON): the clone's object patches and
 whether the original MODEL has none and its self-attention methods back.
 """
 
@@ -77,6 +78,12 @@ def main() -> int:
     outputs["patched"] = run(patched)
     outputs["zero_patched"] = run(apply(model, zero, args.strength, args.mode)[0])
     outputs["plain_after"] = run(model)
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
+
+    start = {"samples": torch.zeros_like(inputs["latent"])}
+    outputs["core_random_noise"] = Noise_RandomNoise(42).generate_noise(start).float()
+    make_noise = pack.NODE_CLASS_MAPPINGS["MI_MotionStartNoise"]().make
+    outputs["start_noise_prior0"] = make_noise(embedding, 0.0, 42)[0].generate_noise(start).float()
     blocks = model.model.diffusion_model.blocks
     report = {
         "object_patches": sorted(patched.object_patches),

@@ -10,7 +10,8 @@ A tiny random Wan 2.1 DiT (heads of 128, so ComfyUI loads it) is exported with `
 frame count than the run's (so both paths resample), goes on it through the ``MI_ApplyMotionEmbeddingNative`` node. Checked:
 the patched clone's output equals diffusers' ``WanTransformer3DModel`` with the pack's ``WanMotionAttnProcessor``
 within the float rounding of ComfyUI's other attention and RoPE kernels; zero embeddings give exactly the unpatched
-output; the MODEL the patch was made from has no object patch and its own methods, and computes exactly what it did.
+output; the MODEL the patch was made from has no object patch and its own methods, and computes exactly what it did;
+``MI_MotionStartNoise`` at noise prior 0 draws exactly core RandomNoise's noise for the same seed.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def test_the_native_hook_on_comfyuis_wan_computes_what_the_diffusers_path_comput
     assert report["input_model_object_patches"] == [] and report["forwards_restored"]
     assert torch.equal(comfy["zero_patched"], comfy["plain"])
     assert torch.equal(comfy["plain_after"], comfy["plain"])
+    assert torch.equal(comfy["start_noise_prior0"], comfy["core_random_noise"])  # MI_MotionStartNoise draws core's noise
 
     expected = _diffusers_output(dit, embedding, mode, strength, inputs)
     with torch.no_grad():

@@ -361,3 +361,30 @@ def test_block_motion_refuses_an_embedding_of_another_family(tiny_model, referen
     unet = train_motion_embedding(tiny_model, reference_clip, TrainingConfig(prompt=PROMPT, steps=1, inversion_steps=0, save_every=0))
     with pytest.raises(InvalidSettingError, match="trained on a unet3d model"):
         WanBlockMotion(unet.embedding, "object", 1.0)
+
+
+def test_motion_start_noise_blends_the_resampled_inverted_start_with_seeded_noise(pack, wan, clip):
+    """MI_MotionStartNoise: prior 0 is plain seeded noise (core RandomNoise's draw: checked against ComfyUI in
+    test_comfy_native_wan_integration.py), prior p the same blend the diffusers path starts from, at the latent's size."""
+    from motion_core.embedding import resample_latent
+
+    refused = pack.motion_core.errors.InvalidSettingError  # the pack's own copy of the class
+
+    run = train_motion_embedding(wan, clip, config(steps=2, inversion_steps=3))
+    inverted = run.embedding.inverted_latent
+    assert inverted is not None and inverted.shape[1:] == (3, 4, 4)
+    node = pack.NODE_CLASS_MAPPINGS["MI_MotionStartNoise"]()
+    latent = {"samples": torch.zeros(1, 16, 5, 6, 4)}
+    seeded = torch.randn(1, 16, 5, 6, 4, generator=torch.Generator().manual_seed(7))
+    (plain,) = node.make(run.embedding, 0.0, 7)
+    assert torch.equal(plain.generate_noise(latent), seeded) and plain.seed == 7
+    (blended,) = node.make(run.embedding, 0.5, 7)
+    expected = 0.5**0.5 * resample_latent(inverted, 5, 6, 4).unsqueeze(0) + 0.5**0.5 * seeded
+    assert torch.allclose(blended.generate_noise(latent), expected, atol=1e-6)
+    with pytest.raises(refused, match="video latents"):
+        blended.generate_noise({"samples": torch.zeros(1, 4, 8, 8)})
+    with pytest.raises(refused, match="another VAE"):
+        blended.generate_noise({"samples": torch.zeros(1, 4, 5, 6, 4)})
+    no_start = train_motion_embedding(wan, clip, config(steps=1, inversion_steps=0)).embedding
+    with pytest.raises(refused, match="no inverted start latent"):
+        node.make(no_start, 0.5, 7)
