@@ -12,7 +12,7 @@ from ..motion_core.embedding import EMBEDDING_DEFAULT_MODE, MODE_CHOICES, Motion
 from ..motion_core.errors import InvalidSettingError
 from ..motion_core.families.wan_native import WanBlockMotion
 from ..motion_core.sampling import AppliedMotion, SamplingConfig, blend_noise_prior
-from .handles import CATEGORY, EMBEDDING_TYPE
+from .handles import CATEGORY, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
 from .native_wan import patch_wan_model
 
 
@@ -107,3 +107,30 @@ class MotionStartNoiseNode:
                 "set noise prior to 0 or retrain with inversion steps."
             )
         return (MotionStartNoise(None if inverted is None else inverted.float().cpu(), float(noise_prior), int(noise_seed)),)
+
+
+class EncodePromptWithModel:
+    DESCRIPTION = (
+        "Encodes a prompt with the text encoder of a model loaded by Load Video Model, as CONDITIONING for core "
+        "samplers. For models whose text encoder ComfyUI's CLIP loaders cannot read (the pack's toy-world models); a "
+        "real Wan's UMT5 goes through core Load CLIP + CLIP Text Encode instead."
+    )
+    CATEGORY = f"{CATEGORY}/native"
+    RETURN_TYPES = ("CONDITIONING",)
+    RETURN_NAMES = ("conditioning",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "A model from Load Video Model (its text encoder and tokenizer are used)."}),
+                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The prompt to encode."}),
+            }
+        }
+
+    def encode(self, model: MotionModel, prompt: str):
+        video_model = model.model
+        with torch.no_grad():
+            cond = video_model.family.encode_prompt(video_model, prompt).float().cpu()  # (1, L, D)
+        return ([[cond, {}]],)

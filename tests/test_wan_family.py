@@ -388,3 +388,15 @@ def test_motion_start_noise_blends_the_resampled_inverted_start_with_seeded_nois
     no_start = train_motion_embedding(wan, clip, config(steps=1, inversion_steps=0)).embedding
     with pytest.raises(refused, match="no inverted start latent"):
         node.make(no_start, 0.5, 7)
+
+
+def test_encode_prompt_with_model_gives_the_familys_masked_encoding_as_conditioning(pack, tiny_wan_dir):
+    """MI_EncodePromptWithModel: CONDITIONING ``[[cond (1, L, D), {}]]`` equal to what the diffusers path conditions on."""
+    loaded = pack.motion_core.model_loading.load_video_model(tiny_wan_dir, "fp32", "auto", "cpu", use_cache=False)
+    node = pack.NODE_CLASS_MAPPINGS["MI_EncodePromptWithModel"]()
+    (conditioning,) = node.encode(pack.nodes.handles.MotionModel(loaded), PROMPT)
+    [[cond, extra]] = conditioning
+    assert extra == {} and cond.dtype == torch.float32
+    assert torch.equal(cond, loaded.family.encode_prompt(loaded, PROMPT).float())
+    (empty,) = node.encode(pack.nodes.handles.MotionModel(loaded), "")
+    assert not torch.equal(empty[0][0], cond)
