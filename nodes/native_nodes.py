@@ -8,10 +8,11 @@ from typing import Any
 import torch
 
 from ..motion_core.defaults import field_default
-from ..motion_core.embedding import EMBEDDING_DEFAULT_MODE, MODE_CHOICES, MotionEmbedding, resample_latent, resolve_mode
+from ..motion_core.embedding import MotionEmbedding, resample_latent, resolve_mode
 from ..motion_core.errors import InvalidSettingError
 from ..motion_core.families.wan_native import WanBlockMotion
-from ..motion_core.sampling import AppliedMotion, SamplingConfig, blend_noise_prior
+from ..motion_core.sampling import SamplingConfig, blend_noise_prior
+from .embedding_nodes import ApplyMotionEmbedding
 from .handles import CATEGORY, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
 from .native_wan import patch_wan_model
 
@@ -29,12 +30,14 @@ class ApplyMotionEmbeddingNative:
 
     @classmethod
     def INPUT_TYPES(cls):
+        shared = ApplyMotionEmbedding.INPUT_TYPES()["required"]
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "A Wan 2.1/2.2 model from Load Diffusion Model (the one the embedding was trained on, or one of the same architecture)."}),
                 "motion_embedding": (EMBEDDING_TYPE, {"tooltip": "A motion embedding trained on a Wan model."}),
-                "strength": ("FLOAT", {"default": field_default(AppliedMotion, "strength"), "min": -4.0, "max": 4.0, "step": 0.05, "tooltip": "Scales the embeddings (1: as trained; 0: the MODEL unchanged)."}),
-                "mode": (list(MODE_CHOICES), {"default": EMBEDDING_DEFAULT_MODE, "tooltip": "embedding default: the mode the embedding was trained for. object: frame-differenced value embedding (keeps motion, drops the reference's look). camera: query-key only. raw: as trained (may copy the reference's look)."}),
+                # the same widgets as Apply Motion Embedding (one source for their range, default and choices)
+                "strength": ("FLOAT", {**shared["strength"][1], "tooltip": "Scales the embeddings (1: as trained; 0: the MODEL unchanged)."}),
+                "mode": shared["mode"],
             }
         }
 

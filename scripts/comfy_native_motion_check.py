@@ -17,7 +17,6 @@ motion fidelity is the Pearson correlation of its displacements with the referen
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import math
@@ -32,13 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("comfy_native_motion_check")
 PROMPTS = ("a blue circle", "a green triangle", "a yellow circle", "a white triangle")
 
-
-def load_pack():
-    spec = importlib.util.spec_from_file_location("motion_inversion_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["motion_inversion_pack"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> int:
@@ -66,6 +58,8 @@ def main() -> int:
     import comfy.utils
     from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
     from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+
+    from build_workflows import load_pack  # scripts/ is on sys.path when a script here runs
 
     pack = load_pack()
     sys.path.insert(0, str(ROOT))  # toyworld (the detector)

@@ -18,7 +18,6 @@ whether the original MODEL has none and its self-attention methods back.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -26,16 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def load_pack():
-    """The pack as a package (its nodes import the core relatively), as ComfyUI imports a custom node folder."""
-    spec = importlib.util.spec_from_file_location("motion_inversion_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["motion_inversion_pack"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> int:
@@ -55,6 +45,8 @@ def main() -> int:
     comfy.cli_args.args.cpu = True  # before model_management reads it
     import comfy.model_management
     import comfy.sd
+
+    from build_workflows import load_pack  # scripts/ is on sys.path when a script here runs
 
     pack = load_pack()
     from motion_inversion_pack.motion_core.embedding import MotionEmbedding

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -64,3 +65,13 @@ def pack():
     sys.modules[PACK_NAME] = module
     spec.loader.exec_module(module)
     return module
+
+
+def comfy_python(comfyui_dir: str) -> str:
+    """The Python that runs ComfyUI's code in the opt-in integration tests: COMFYUI_PYTHON, else the checkout's
+    .venv, else this one."""
+    configured = os.environ.get("COMFYUI_PYTHON")
+    if configured:
+        return configured
+    venv = Path(comfyui_dir) / ".venv" / "bin" / "python"
+    return str(venv) if venv.is_file() else sys.executable

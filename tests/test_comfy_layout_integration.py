@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import comfy_python
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -40,13 +40,6 @@ TOLERANCE = 1e-4
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.skipif(not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI checkout")]
 
-
-def _comfy_python() -> str:
-    configured = os.environ.get("COMFYUI_PYTHON")
-    if configured:
-        return configured
-    venv = Path(COMFYUI_DIR) / ".venv" / "bin" / "python"
-    return str(venv) if venv.is_file() else sys.executable
 
 
 def _diffusers_models(folder: Path):
@@ -90,7 +83,7 @@ def _diffusers_outputs(dit, vae, inputs: dict[str, torch.Tensor]) -> dict[str, t
 
 def _run_in_comfyui(paths, inputs: dict[str, torch.Tensor], work: Path) -> tuple[dict[str, torch.Tensor], dict]:
     save_file(inputs, str(work / "inputs.safetensors"))
-    command = [_comfy_python(), str(REPO / "scripts" / "comfy_wan_parity.py"), "--comfyui-dir", COMFYUI_DIR,
+    command = [comfy_python(COMFYUI_DIR), str(REPO / "scripts" / "comfy_wan_parity.py"), "--comfyui-dir", COMFYUI_DIR,
                "--transformer", str(paths.transformer), "--vae", str(paths.vae),
                "--inputs", str(work / "inputs.safetensors"), "--out", str(work / "comfy.safetensors")]
     run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=900,

@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import comfy_python
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -42,13 +42,6 @@ TOLERANCE = 1e-4
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.skipif(not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI checkout")]
 
-
-def _comfy_python() -> str:
-    configured = os.environ.get("COMFYUI_PYTHON")
-    if configured:
-        return configured
-    venv = Path(COMFYUI_DIR) / ".venv" / "bin" / "python"
-    return str(venv) if venv.is_file() else sys.executable
 
 
 def _random_embedding(dit, trained_grid: tuple[int, int, int]):
@@ -85,7 +78,7 @@ def test_the_native_hook_on_comfyuis_wan_computes_what_the_diffusers_path_comput
     inputs = {"latent": torch.randn(1, 16, 4, 8, 6, generator=generator), "timestep": torch.tensor([637.0]),
               "context": torch.randn(1, 9, dit.config.text_dim, generator=generator)}
     save_file(inputs, str(tmp_path / "inputs.safetensors"))
-    command = [_comfy_python(), str(REPO / "scripts" / "comfy_wan_motion_parity.py"), "--comfyui-dir", COMFYUI_DIR,
+    command = [comfy_python(COMFYUI_DIR), str(REPO / "scripts" / "comfy_wan_motion_parity.py"), "--comfyui-dir", COMFYUI_DIR,
                "--transformer", str(paths.transformer), "--embedding", str(tmp_path / "motion.safetensors"),
                "--mode", mode, "--strength", str(strength),
                "--inputs", str(tmp_path / "inputs.safetensors"), "--out", str(tmp_path / "out.safetensors")]
