@@ -77,6 +77,12 @@ def patch_wan_model(model_patcher: Any, motion: WanBlockMotion) -> Any:
             f"This MODEL ({type(diffusion_model).__name__}) is not a Wan transformer; motion embeddings of family wan "
             "need a Wan 2.1/2.2 model (Load Diffusion Model with a Wan file)."
         )
+    patch = tuple(getattr(diffusion_model, "patch_size", (1, *motion.patch)))[1:]
+    if patch != motion.patch:
+        raise InvalidSettingError(
+            f"This Wan model patches {patch[0]}x{patch[1]} pixels of latent per token; the motion patch knows "
+            f"{motion.patch[0]}x{motion.patch[1]} (Wan 2.1/2.2 text-to-video)."
+        )
     missing = [i for i in motion.block_indices if i >= len(blocks)]
     if missing:
         raise InvalidSettingError(

@@ -14,6 +14,7 @@ import re
 
 import torch
 
+from ..comfy_layout import COMFY_WAN_PATCH_SIZE
 from ..embedding import MotionEmbedding, PreparedMotion, prepare_for_sampling
 from ..errors import InvalidSettingError
 from ..motion_math import TokenLayout, motion_inputs
@@ -29,10 +30,12 @@ class WanBlockMotion:
         embedding: a Wan embedding (family ``wan``; sites named ``blocks.i``).
         mode: ``object`` / ``camera`` / ``raw`` (already resolved: not the embedding-default marker).
         strength: scales both embeddings, as in :func:`prepare_for_sampling`.
-        patch: the transformer's spatial patch ``(ph, pw)``; the latent grid is the token grid times it.
+        patch: the transformer's spatial patch ``(ph, pw)``; the latent grid is the token grid times it (default:
+            the (2, 2) ComfyUI fixes for Wan, :data:`~motion_core.comfy_layout.COMFY_WAN_PATCH_SIZE`).
     """
 
-    def __init__(self, embedding: MotionEmbedding, mode: str, strength: float, patch: tuple[int, int] = (2, 2)) -> None:
+    def __init__(self, embedding: MotionEmbedding, mode: str, strength: float,
+                 patch: tuple[int, int] = COMFY_WAN_PATCH_SIZE[1:]) -> None:
         if embedding.info.family != "wan":
             raise InvalidSettingError(
                 f"This motion embedding was trained on a {embedding.info.family} model; a Wan model needs one trained "
