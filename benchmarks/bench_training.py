@@ -51,7 +51,7 @@ from motion_core.testing.tiny_models import (  # noqa: E402
     save_tiny_model,
     save_tiny_wan_model,
 )
-from motion_core.training import TrainingConfig, _Trainer, train_motion_embedding  # noqa: E402
+from motion_core.training import TrainingConfig, EmbeddingTrainer, train_motion_embedding  # noqa: E402
 
 logger = logging.getLogger("bench_training")
 
@@ -178,7 +178,7 @@ def measure_steps(folder: Path, width: int, height: int, frames: int, layer_set:
     config = TrainingConfig(prompt="a red square", steps=10**6, learning_rate=0.02,
                             layer_set=model.family.resolve_layer_set(layer_set),
                             gradient_checkpointing=checkpointing, inversion_steps=0)
-    trainer = _Trainer(model, clip, config, None)
+    trainer = EmbeddingTrainer(model, clip, config, None)
     trainer.setup(None)
     plain = floor_processors(model, trainer.latents)
     text = encode_prompt(model, "a red square")
@@ -258,7 +258,7 @@ def peak_memory_child(args: argparse.Namespace) -> None:
     layer_set = model.family.resolve_layer_set(layer_set)
     config = TrainingConfig(prompt="a red square", steps=10**6, layer_set=layer_set,
                             gradient_checkpointing=args.checkpointing, inversion_steps=0)
-    trainer = _Trainer(model, clip, config, None)
+    trainer = EmbeddingTrainer(model, clip, config, None)
     trainer.setup(None)
     text = encode_prompt(model, "a red square")
     touch_weights(model)

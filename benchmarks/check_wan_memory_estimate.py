@@ -38,11 +38,11 @@ def child(folder: Path, side: int, checkpointing: bool, device: str) -> None:
 
     from motion_core.model_loading import load_video_model
     from motion_core.patching import installed_processors
-    from motion_core.training import TrainingConfig, _Trainer
+    from motion_core.training import TrainingConfig, EmbeddingTrainer
 
     model = load_video_model(folder, "fp32", "auto", device, use_cache=False)
     config = TrainingConfig(prompt="a red square", steps=10**6, layer_set="all", inversion_steps=0)
-    trainer = _Trainer(model, torch.rand(FRAMES, side, side, 3), config, None)
+    trainer = EmbeddingTrainer(model, torch.rand(FRAMES, side, side, 3), config, None)
     trainer.setup(None)
     with torch.no_grad():  # page the lazily mapped weights in: that is not activation memory
         for parameter in model.denoiser.parameters():

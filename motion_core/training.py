@@ -164,8 +164,14 @@ def _check_frame_values(frames: torch.Tensor) -> None:
         raise InvalidSettingError("Training frames contain NaN or infinite values.")
 
 
-class _Trainer:
-    """One training run; split into methods so that each stage is timed and readable."""
+class EmbeddingTrainer:
+    """One training run; split into methods so that each stage is timed and readable.
+
+    The model enters only through :meth:`setup`, :meth:`_build_trainables`, :meth:`invert` and the objective methods
+    (:meth:`_draw_timestep`, :meth:`_noisy`, :meth:`_target`, :meth:`_predict`); a model that the family layer does
+    not load (ComfyUI's own Wan, :mod:`motion_core.native_training`) overrides those and keeps the rest: the draws,
+    losses, optimiser, resuming, saving and stopping.
+    """
 
     def __init__(self, model: VideoModel, frames: torch.Tensor, config: TrainingConfig, output_path: Path | None) -> None:
         self.model = model
@@ -246,13 +252,17 @@ class _Trainer:
             for name in model.family.spatial_lora_sites(model.denoiser):
                 self.lora[name] = SpatialLoRAProcessor(modules[name], config.lora_rank, model.kernel).to(model.device)
             groups.append({"params": [p for proc in self.lora.values() for p in proc.parameters()], "lr": config.lora_learning_rate})
-        self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
         count = sum(p.numel() for p in groups[0]["params"])
         model_count = sum(p.numel() for p in model.denoiser.parameters())
         logger.info("Training %d embedding parameters (%.2f %% of the denoiser's %d)", count, 100 * count / model_count, model_count)
+        self._make_optimizer(groups, resume)
+
+    def _make_optimizer(self, groups: list[dict], resume: MotionEmbedding | None) -> None:
+        """AdamW over ``groups`` and the fp16 loss scaler, with ``resume``'s saved state when there is one."""
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=self.config.weight_decay)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(
-            model.device.type, init_scale=GRAD_SCALER_INIT_SCALE, enabled=model.dtype == torch.float16
+            self.model.device.type, init_scale=GRAD_SCALER_INIT_SCALE, enabled=self.model.dtype == torch.float16
         )
         if resume is not None:
             self._restore_training_state(resume.training_state)
@@ -355,13 +365,24 @@ class _Trainer:
         generator = step_generator(self.config.seed, step)
         shape = self.latents.shape
         noise = torch.randn(shape, generator=generator)
-        timestep = self.model.family.draw_timestep(self.model, generator)
+        timestep = self._draw_timestep(generator)
         lora_on = bool(torch.rand((), generator=generator).item() >= self.config.lora_off_probability)
         anchor = int(torch.randint(0, shape[2], (1,), generator=generator).item())
         spatial_frame = int(torch.randint(0, shape[2], (1,), generator=generator).item())
         spatial_noise = torch.randn((shape[0], shape[1], 1, *shape[3:]), generator=generator)
         device = self.model.device
         return StepDraws(noise.to(device), timestep.to(device), lora_on, anchor, spatial_frame, spatial_noise.to(device))
+
+    # ----- the model's objective (overridden for a model the family layer does not load) -----
+    def _draw_timestep(self, generator: torch.Generator) -> torch.Tensor:
+        """The step's noise level ``(1,)`` (a timestep, or a sigma on flow models)."""
+        return self.model.family.draw_timestep(self.model, generator)
+
+    def _noisy(self, latents: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        return self.model.family.add_noise(self.model, latents, noise, timestep)
+
+    def _target(self, latents: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        return self.model.family.training_target(self.model, latents, noise, timestep)
 
     def forward_backward(self, step: int) -> float:
         """Compute the step's losses and their gradients; returns the (temporal) loss of the step.
@@ -383,9 +404,9 @@ class _Trainer:
         The hybrid LoRA takes part in the forward pass on its steps but gets no gradient from it. Switches stay
         set through the backward pass, because gradient checkpointing re-runs the forward there.
         """
-        model, config = self.model, self.config
-        noisy = model.family.add_noise(model, self.latents, draws.noise, draws.timestep)
-        target = model.family.training_target(model, self.latents, draws.noise, draws.timestep)
+        config = self.config
+        noisy = self._noisy(self.latents, draws.noise, draws.timestep)
+        target = self._target(self.latents, draws.noise, draws.timestep)
         for proc in self.lora.values():
             proc.enabled, proc.frozen = draws.lora_on, True
         try:
@@ -414,16 +435,15 @@ class _Trainer:
 
     def spatial_forward_backward(self, draws: StepDraws) -> float:
         """Single-frame denoising loss with the LoRA on and the motion embeddings off: appearance goes to the LoRA."""
-        model = self.model
         clean = self.latents[:, :, draws.spatial_frame : draws.spatial_frame + 1]
         for proc in self.lora.values():
             proc.enabled = True
         for proc in self.processors.values():
             proc.enabled = False
         try:
-            noisy = model.family.add_noise(model, clean, draws.spatial_noise, draws.timestep)
+            noisy = self._noisy(clean, draws.spatial_noise, draws.timestep)
             prediction = self._predict(noisy, draws.timestep)
-            loss = base_loss(prediction, model.family.training_target(model, clean, draws.spatial_noise, draws.timestep))
+            loss = base_loss(prediction, self._target(clean, draws.spatial_noise, draws.timestep))
             value = self._backward_if_finite(loss)
         finally:
             for proc in self.processors.values():
@@ -523,29 +543,40 @@ def train_motion_embedding(
     check_training_fits(model, latent_frames, latent_h, latent_w, checkpointing, config.layer_set, video_frames=count)
     _check_frame_values(frames)
     output_path = check_output_writable(output_path) if output_path is not None else None
-    trainer = _Trainer(model, frames, config, output_path)
+    trainer = EmbeddingTrainer(model, frames, config, output_path)
     with model.lock:
         trainer.setup(resume, on_inversion_step)
         all_processors = {**trainer.processors, **trainer.lora}
         checkpointed = model.family.gradient_checkpointing(model.denoiser, checkpointing)
         with installed_processors(model.denoiser, all_processors), checkpointed:
-            try:
-                trainer.run_steps(on_step)
-            except (TrainingDivergedError, EmbeddingSaveError):
-                raise
-            except BaseException:
-                trainer.save_stopped()
-                raise
-            if config.inversion == "embedded" and config.inversion_steps:
-                _invert_through_embeddings(trainer, on_inversion_step)
+            train_installed(trainer, on_step, on_inversion_step)
+    return finish(trainer)
+
+
+def train_installed(trainer: EmbeddingTrainer, on_step: StepCallback | None, on_inversion_step: Callable[[int, int], None] | None) -> None:
+    """The steps, with the embeddings already in the model; then the ``embedded`` inversion when asked for. Whatever
+    stops the steps (Cancel, an error) saves what was trained first; a divergence or a failed save has saved already."""
+    try:
+        trainer.run_steps(on_step)
+    except (TrainingDivergedError, EmbeddingSaveError):
+        raise
+    except BaseException:
+        trainer.save_stopped()
+        raise
+    if trainer.config.inversion == "embedded" and trainer.config.inversion_steps:
+        _invert_through_embeddings(trainer, on_inversion_step)
+
+
+def finish(trainer: EmbeddingTrainer) -> TrainingResult:
+    """Save the finished run (without optimiser state) and return it (with it, in memory)."""
     start = time.perf_counter()
-    if output_path is not None:
-        save_embedding_or_rescue(trainer.snapshot(False), output_path)
+    if trainer.output_path is not None:
+        save_embedding_or_rescue(trainer.snapshot(False), trainer.output_path)
     trainer.timings["save"] = time.perf_counter() - start
-    return TrainingResult(trainer.snapshot(True), trainer.losses, trainer.timings, output_path)
+    return TrainingResult(trainer.snapshot(True), trainer.losses, trainer.timings, trainer.output_path)
 
 
-def _invert_through_embeddings(trainer: _Trainer, on_step: Callable[[int, int], None] | None) -> None:
+def _invert_through_embeddings(trainer: EmbeddingTrainer, on_step: Callable[[int, int], None] | None) -> None:
     """The ``embedded`` inversion: through the trained raw embeddings, hybrid LoRA off. On Cancel the trained
     embedding is saved without the inverted latent (and the log says so)."""
     for proc in trainer.lora.values():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import comfy_bridge
 from .embedding_nodes import ApplyMotionEmbedding, LoadMotionEmbedding, SaveMotionEmbedding
 from .model_nodes import LoadVideoModel
-from .native_nodes import ApplyMotionEmbeddingNative, EncodePromptWithModel, MotionStartNoiseNode
+from .native_nodes import ApplyMotionEmbeddingNative, EncodePromptWithModel, MotionStartNoiseNode, TrainMotionEmbeddingNative
 from .sampler_nodes import MotionSampler
 from .training_nodes import TrainMotionEmbedding
 from .video_nodes import LoadVideoFrames
@@ -24,6 +24,7 @@ NODE_CLASS_MAPPINGS = {
     "MI_ApplyMotionEmbeddingNative": ApplyMotionEmbeddingNative,
     "MI_MotionStartNoise": MotionStartNoiseNode,
     "MI_EncodePromptWithModel": EncodePromptWithModel,
+    "MI_TrainMotionEmbeddingNative": TrainMotionEmbeddingNative,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -37,4 +38,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "MI_ApplyMotionEmbeddingNative": "Apply Motion Embedding (native MODEL)",
     "MI_MotionStartNoise": "Motion Start Noise (native)",
     "MI_EncodePromptWithModel": "Encode Prompt with Video Model (native)",
+    "MI_TrainMotionEmbeddingNative": "Train Motion Embedding (native MODEL)",
 }

@@ -1,8 +1,9 @@
-"""Nodes over ComfyUI's own MODEL (the native path): a motion embedding on a Wan MODEL from core's loaders, and the
-reference's inverted start as the NOISE of core's SamplerCustomAdvanced."""
+"""Nodes over ComfyUI's own MODEL (the native path): training a motion embedding through a Wan MODEL from core's
+loaders, applying one to it, and the reference's inverted start as the NOISE of core's SamplerCustomAdvanced."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -10,11 +11,25 @@ import torch
 from ..motion_core.defaults import field_default
 from ..motion_core.embedding import MotionEmbedding, resample_latent, resolve_mode
 from ..motion_core.errors import InvalidSettingError
+from ..motion_core.families.wan import WanFamily
 from ..motion_core.families.wan_native import WanBlockMotion
+from ..motion_core.loss_plot import render_loss_curve
+from ..motion_core.native_training import train_foreign_wan
+from ..motion_core.safe_paths import unique_output_path
 from ..motion_core.sampling import SamplingConfig, blend_noise_prior
+from ..motion_core.training import CHECKPOINTING_CHOICES, TrainingConfig
+from . import comfy_bridge
+from .auto_widgets import AUTO_LAYERS
+from .embedding_facts import embedding_facts
 from .embedding_nodes import ApplyMotionEmbedding
-from .handles import CATEGORY, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
+from .handles import CATEGORY, EMBEDDING_PREFIX, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
 from .native_wan import patch_wan_model
+from .native_wan_training import comfy_wan, conditioning_tensor, reference_latent
+from .training_nodes import step_reporter
+
+logger = logging.getLogger(__name__)
+# Stored as the embedding's prompt: the native node gets CONDITIONING, not the prompt's text.
+NATIVE_PROMPT_NOTE = "(CONDITIONING from the graph)"
 
 
 class ApplyMotionEmbeddingNative:
@@ -44,8 +59,11 @@ class ApplyMotionEmbeddingNative:
     def apply(self, model, motion_embedding: MotionEmbedding, strength: float, mode: str):
         if float(strength) == 0.0:
             return (model,)
-        motion = WanBlockMotion(motion_embedding, resolve_mode(mode, motion_embedding.info), float(strength))
-        return (patch_wan_model(model, motion),)
+        mode = resolve_mode(mode, motion_embedding.info)
+        motion = WanBlockMotion(motion_embedding, mode, float(strength))
+        patched = patch_wan_model(model, motion)
+        logger.info("Motion embedding applied natively (mode %s, strength %g).", mode, float(strength))
+        return (patched,)
 
 
 class MotionStartNoise:
@@ -137,3 +155,66 @@ class EncodePromptWithModel:
         with torch.no_grad():
             cond = video_model.family.encode_prompt(video_model, prompt).float().cpu()  # (1, L, D)
         return ([[cond, {}]],)
+
+
+def _training_default(name: str) -> Any:
+    return field_default(TrainingConfig, name)
+
+
+class TrainMotionEmbeddingNative:
+    DESCRIPTION = (
+        "Learns motion embeddings from a reference clip through ComfyUI's own Wan MODEL (Load Diffusion Model), with the "
+        "model frozen. The reference comes in as a LATENT (VAE Encode of the clip's frames), the prompt as CONDITIONING "
+        "(CLIP Text Encode). Saved to models/motion_embeddings in the same format as Train Motion Embedding's, so either "
+        "path's Apply node takes it. Cancel stops within a step and keeps what was trained."
+    )
+    CATEGORY = f"{CATEGORY}/native"
+    EXPERIMENTAL = True
+    RETURN_TYPES = (EMBEDDING_TYPE, "IMAGE")
+    RETURN_NAMES = ("motion_embedding", "loss_curve")
+    OUTPUT_TOOLTIPS = ("The trained motion embedding (also saved as .safetensors).", "Training loss per step.")
+    FUNCTION = "train"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        wan = WanFamily()
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "A Wan 2.1/2.2 text-to-video model from Load Diffusion Model (its weights stay frozen; LoRAs on it take part)."}),
+                "reference": ("LATENT", {"tooltip": "The reference clip: its frames (1 + 4k of them) through VAE Encode with the model's VAE."}),
+                "positive": ("CONDITIONING", {"tooltip": "What the reference shows (CLIP Text Encode with the model's text encoder)."}),
+                "steps": ("INT", {"default": _training_default("steps"), "min": 1, "max": 100_000, "tooltip": "Optimisation steps."}),
+                "learning_rate": ("FLOAT", {"default": _training_default("learning_rate"), "min": 1e-5, "max": 10.0, "step": 0.001, "tooltip": "AdamW learning rate of the embeddings."}),
+                "layers": ([AUTO_LAYERS, *wan.layer_sets], {"default": AUTO_LAYERS, "tooltip": "auto: alternate. " + wan.layer_set_help}),
+                "loss": (list(wan.losses), {"default": _training_default("loss"), "tooltip": "base: plain flow-matching loss. debiased_temporal: for objects that deform a lot."}),
+                "seed": ("INT", {"default": _training_default("seed"), "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of the noise and noise levels drawn at each step."}),
+                "gradient_checkpointing": (list(CHECKPOINTING_CHOICES), {"default": _training_default("gradient_checkpointing"), "tooltip": "Recompute each block in the backward pass: much less memory, slower. auto: on only when the estimate says training would not fit without it."}),
+                "save_every": ("INT", {"default": _training_default("save_every"), "min": 0, "max": 100_000, "tooltip": "Also save the embedding every n steps (0: only at the end). Cancel always saves what was trained."}),
+                "filename_prefix": ("STRING", {"default": EMBEDDING_PREFIX, "tooltip": "File name under models/motion_embeddings; subfolders allowed, nothing outside it."}),
+            },
+            "optional": {
+                "inversion_conditioning": ("CONDITIONING", {"tooltip": "The prompt the reference's inversion (the start latent stored with the embedding) runs with: CLIP Text Encode of an empty prompt, as the diffusers path does. Not connected: the positive."}),
+                "resume_from": (EMBEDDING_TYPE, {"tooltip": "Continue training this embedding (same model and reference size) up to 'steps'; the optimiser state travels with it, so the result equals an uninterrupted run."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID", "dynprompt": "DYNPROMPT"},
+        }
+
+    def train(self, model, reference, positive, steps: int, learning_rate: float, layers: str, loss: str, seed: int,
+              gradient_checkpointing: str, save_every: int, filename_prefix: str, inversion_conditioning=None,
+              resume_from: MotionEmbedding | None = None, unique_id: str | None = None, dynprompt: Any = None):
+        config = TrainingConfig(prompt=NATIVE_PROMPT_NOTE, steps=steps, learning_rate=learning_rate, loss=loss,
+                                layer_set=layers, seed=seed, gradient_checkpointing=gradient_checkpointing, save_every=save_every)
+        config.validate()
+        path = unique_output_path(comfy_bridge.embedding_save_dir(), filename_prefix, ".safetensors")
+        on_step = step_reporter(config.steps, unique_id, dynprompt)
+        inversion_progress = comfy_bridge.Progress(config.inversion_steps, unique_id)
+        with comfy_bridge.autograd_enabled():
+            wan = comfy_wan(model)
+            latents = reference_latent(model, reference)
+            text = conditioning_tensor(model, positive, "positive")
+            inversion_text = text if inversion_conditioning is None else conditioning_tensor(model, inversion_conditioning, "inversion conditioning")
+            result = train_foreign_wan(wan, latents, text, inversion_text, config, path, resume_from, on_step,
+                                       lambda done, _total: inversion_progress.update(done))
+        logger.info("Motion embedding trained through the native MODEL in %s", {k: round(v, 2) for k, v in result.timings.items()})
+        facts = embedding_facts(result.embedding, path.name)
+        return {"ui": {"motion_embedding": [facts]}, "result": (result.embedding, render_loss_curve(result.losses))}

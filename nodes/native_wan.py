@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from ..motion_core.errors import InvalidSettingError
-from ..motion_core.families.wan_native import WanBlockMotion
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +39,12 @@ def _check_self_attention(attention: Any) -> None:
         )
 
 
-def motion_self_attention(attention: Any, motion: WanBlockMotion, block_index: int) -> Callable[..., torch.Tensor]:
+def motion_self_attention(attention: Any, motion: Any, block_index: int) -> Callable[..., torch.Tensor]:
     """ComfyUI's ``WanSelfAttention.forward`` for ``attention`` with ``motion``'s embeddings of ``block_index``.
 
-    The returned function takes ``x`` ``(B, F'*h*w, C)``, RoPE ``freqs`` and ``transformer_options`` (whose
-    ``grid_sizes`` is the token grid ``(F', h, w)``) and returns ``(B, F'*h*w, C)``.
+    ``motion``: anything with ``inputs(block_index, x, token_grid)`` (the embeddings' q/k and v inputs). The returned
+    function takes ``x`` ``(B, F'*h*w, C)``, RoPE ``freqs`` and ``transformer_options`` (whose ``grid_sizes`` ComfyUI's
+    ``WanModel`` sets to the token grid ``(F', h, w)``) and returns ``(B, F'*h*w, C)``.
     """
     from comfy.ldm.flux.math import apply_rope1  # type: ignore[import-not-found]
     from comfy.ldm.modules.attention import optimized_attention  # type: ignore[import-not-found]
@@ -53,7 +53,13 @@ def motion_self_attention(attention: Any, motion: WanBlockMotion, block_index: i
         options = transformer_options if transformer_options is not None else {}
         patches = options.get("patches", {})
         b, s, n, d = *x.shape[:2], attention.num_heads, attention.head_dim
-        qk_input, value_input = motion.inputs(block_index, x, tuple(options["grid_sizes"]))
+        grid = options.get("grid_sizes")
+        if grid is None:
+            raise InvalidSettingError(
+                "ComfyUI's Wan model ran its self-attention without transformer_options['grid_sizes']; the motion patch "
+                "needs that ComfyUI (0.3.x) behaviour. Update the pack or ComfyUI."
+            )
+        qk_input, value_input = motion.inputs(block_index, x, tuple(grid))
         q = apply_rope1(attention.norm_q(attention.q(qk_input)).view(b, s, n, d), freqs)
         k = apply_rope1(attention.norm_k(attention.k(qk_input)).view(b, s, n, d), freqs)
         out = optimized_attention(q.view(b, s, n * d), k.view(b, s, n * d), attention.v(value_input).view(b, s, n * d),
@@ -65,24 +71,25 @@ def motion_self_attention(attention: Any, motion: WanBlockMotion, block_index: i
     return forward
 
 
-def patch_wan_model(model_patcher: Any, motion: WanBlockMotion) -> Any:
-    """A clone of ``model_patcher`` (ComfyUI MODEL of a Wan transformer) with ``motion`` on its selected blocks.
-
-    Raises :class:`InvalidSettingError` when the MODEL is not a Wan transformer with those blocks.
-    """
+def wan_transformer(model_patcher: Any, patch: tuple[int, int]) -> Any:
+    """The ``WanModel`` inside a ComfyUI MODEL, checked to be a Wan transformer with ``patch`` ``(ph, pw)`` tokens."""
     diffusion_model = model_patcher.get_model_object("diffusion_model")
-    blocks = getattr(diffusion_model, "blocks", None)
-    if blocks is None or not hasattr(diffusion_model, "patch_embedding"):
+    if getattr(diffusion_model, "blocks", None) is None or not hasattr(diffusion_model, "patch_embedding"):
         raise InvalidSettingError(
             f"This MODEL ({type(diffusion_model).__name__}) is not a Wan transformer; motion embeddings of family wan "
             "need a Wan 2.1/2.2 model (Load Diffusion Model with a Wan file)."
         )
-    patch = tuple(getattr(diffusion_model, "patch_size", (1, *motion.patch)))[1:]
-    if patch != motion.patch:
+    found = tuple(getattr(diffusion_model, "patch_size", (1, *patch)))[1:]
+    if found != tuple(patch):
         raise InvalidSettingError(
-            f"This Wan model patches {patch[0]}x{patch[1]} pixels of latent per token; the motion patch knows "
-            f"{motion.patch[0]}x{motion.patch[1]} (Wan 2.1/2.2 text-to-video)."
+            f"This Wan model patches {found[0]}x{found[1]} pixels of latent per token; the motion patch knows "
+            f"{patch[0]}x{patch[1]} (Wan 2.1/2.2 text-to-video)."
         )
+    return diffusion_model
+
+
+def _check_sites(blocks: Any, motion: Any) -> None:
+    """Every block ``motion`` has embeddings for exists, has the self-attention the replacement knows, at its width."""
     missing = [i for i in motion.block_indices if i >= len(blocks)]
     if missing:
         raise InvalidSettingError(
@@ -97,10 +104,19 @@ def patch_wan_model(model_patcher: Any, motion: WanBlockMotion) -> Any:
                 f"The motion embedding was trained on a Wan model {motion.channels(index)} wide, but this one is {width} "
                 "wide: it was trained on a different Wan model."
             )
+
+
+def patch_wan_model(model_patcher: Any, motion: Any) -> Any:
+    """A clone of ``model_patcher`` (ComfyUI MODEL of a Wan transformer) with ``motion`` on its selected blocks.
+
+    ``motion``: a :class:`~motion_core.families.wan_native.WanBlockMotion` (sampling) or ``TrainableWanMotion``
+    (training). Raises :class:`InvalidSettingError` when the MODEL is not a Wan transformer with those blocks.
+    """
+    blocks = wan_transformer(model_patcher, motion.patch).blocks
+    _check_sites(blocks, motion)
     patched = model_patcher.clone()
     for index in motion.block_indices:
         attention = blocks[index].self_attn
         patched.add_object_patch(f"diffusion_model.blocks.{index}.self_attn.forward", motion_self_attention(attention, motion, index))
-    logger.info("Motion embedding on the self-attention of Wan blocks %s (mode %s, strength %g).",
-                motion.block_indices, motion.mode, motion.strength)
+    logger.info("Motion embedding on the self-attention of Wan blocks %s.", motion.block_indices)
     return patched

@@ -16,7 +16,7 @@ from ..motion_core.memory_estimate import estimate_training_bytes
 from ..motion_core.model_loading import VideoModel
 from ..motion_core.recommended_settings import resolve_recommended
 from ..motion_core.safe_paths import unique_output_path
-from ..motion_core.training import CHECKPOINTING_CHOICES, INVERSION_CHOICES, TrainingConfig, train_motion_embedding
+from ..motion_core.training import CHECKPOINTING_CHOICES, INVERSION_CHOICES, StepCallback, TrainingConfig, train_motion_embedding
 from . import comfy_bridge
 from .auto_widgets import AUTO, AUTO_FRAME_COUNT, AUTO_LAYERS, auto_tooltip, given
 from .embedding_facts import embedding_facts
@@ -56,6 +56,21 @@ def training_room(model: VideoModel, clip: torch.Tensor, config: TrainingConfig)
     frames = model.family.latent_frames(model.family.round_frames(clip.shape[0]))
     need = estimate_training_bytes(model, frames, latent_h, latent_w, checkpointing, config.layer_set)
     return need + _model_bytes_off(model, model.device)
+
+
+def step_reporter(total: int, unique_id: str | None, dynprompt: Any) -> StepCallback:
+    """The ``on_step`` of a training node: progress bar, live loss to the browser (the web extension's chart), and
+    Cancel (raised from the progress update, which the trainer turns into a save of what was trained)."""
+    progress = comfy_bridge.Progress(total, unique_id)
+    # The id the browser finds the node by: a subgraph path like "5:3"; an expanded node is shown by its parent.
+    display_node = dynprompt.get_display_node_id(unique_id) if dynprompt is not None and unique_id is not None else unique_id
+
+    def on_step(done: int, steps: int, value: float) -> None:
+        event = {"node": unique_id, "display_node": display_node, "step": done, "total": steps, "loss": value}
+        comfy_bridge.send_event(LOSS_EVENT, event)
+        progress.update(done)
+
+    return on_step
 
 
 class TrainMotionEmbedding:
@@ -128,15 +143,7 @@ class TrainMotionEmbedding:
                                 save_every=save_every, inversion=inversion)
         config.validate()
         path = unique_output_path(comfy_bridge.embedding_save_dir(), filename_prefix, ".safetensors")
-        progress = comfy_bridge.Progress(config.steps, unique_id)
-        # The id the browser finds the node by: a subgraph path like "5:3"; an expanded node is shown by its parent.
-        display_node = dynprompt.get_display_node_id(unique_id) if dynprompt is not None and unique_id is not None else unique_id
-
-        def on_step(done: int, total: int, value: float) -> None:
-            event = {"node": unique_id, "display_node": display_node, "step": done, "total": total, "loss": value}
-            comfy_bridge.send_event(LOSS_EVENT, event)
-            progress.update(done)
-
+        on_step = step_reporter(config.steps, unique_id, dynprompt)
         inversion_progress = comfy_bridge.Progress(config.inversion_steps, unique_id)
         comfy_bridge.free_comfy_memory(training_room(video_model, clip, config), video_model.device)
         with comfy_bridge.autograd_enabled():

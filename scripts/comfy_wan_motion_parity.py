@@ -7,9 +7,11 @@ diffusers path's on the same inputs:
         --transformer DIT.safetensors --embedding E.safetensors --mode object --strength 0.7 \
         --inputs IN.safetensors --out OUT.safetensors
 
-Inputs: ``latent`` (1, 16, F', h, w), ``timestep`` (1,), ``context`` (1, L, text_dim).
+Inputs: ``latent`` (1, 16, F', h, w), ``timestep`` (1,), ``context`` (1, L, text_dim), ``lora_delta`` (a weight
+difference for block 0's q projection).
 Outputs: ``plain`` (the loaded MODEL), ``patched`` (the MODEL that the ``MI_ApplyMotionEmbeddingNative`` node returns),
-``zero_patched`` (the clone with the embedding's tensors set to zero), ``plain_after`` (the loaded MODEL again, after
+``zero_patched`` (the clone with the embedding's tensors set to zero), ``lora_patched`` (the node on a clone of the
+MODEL that carries ``lora_delta`` as a weight patch, as a LoRA loader's MODEL does), ``plain_after`` (the loaded MODEL again, after
 the clones ran), each ComfyUI's ``WanModel`` output on the inputs; ``core_random_noise`` (core RandomNoise, seed 42)
 and ``start_noise_prior0`` (``MI_MotionStartNoise`` at noise prior 0, seed 42) for a latent shaped like ``latent``; metadata ``report`` (JSON): the clone's object patches and
 whether the original MODEL has none and its self-attention methods back.
@@ -69,6 +71,9 @@ def main() -> int:
     (patched,) = apply(model, embedding, args.strength, args.mode)
     outputs["patched"] = run(patched)
     outputs["zero_patched"] = run(apply(model, zero, args.strength, args.mode)[0])
+    lora = model.clone()  # a weight patch (what a LoRA loader adds) on the MODEL the embedding goes on
+    lora.add_patches({"diffusion_model.blocks.0.self_attn.q.weight": (inputs["lora_delta"],)}, 1.0)
+    outputs["lora_patched"] = run(apply(lora, embedding, args.strength, args.mode)[0])
     outputs["plain_after"] = run(model)
     from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
 

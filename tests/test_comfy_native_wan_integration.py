@@ -9,9 +9,15 @@ A tiny random Wan 2.1 DiT (heads of 128, so ComfyUI loads it) is exported with `
 ``comfy.sd.load_diffusion_model``; an embedding on every block, with random values, trained at another latent size and
 frame count than the run's (so both paths resample), goes on it through the ``MI_ApplyMotionEmbeddingNative`` node. Checked:
 the patched clone's output equals diffusers' ``WanTransformer3DModel`` with the pack's ``WanMotionAttnProcessor``
-within the float rounding of ComfyUI's other attention and RoPE kernels; zero embeddings give exactly the unpatched
+within the float rounding of ComfyUI's other attention and RoPE kernels, also when the MODEL carries a LoRA-style weight
+patch (then equal to diffusers with that weight changed); zero embeddings give exactly the unpatched
 output; the MODEL the patch was made from has no object patch and its own methods, and computes exactly what it did;
 ``MI_MotionStartNoise`` at noise prior 0 draws exactly core RandomNoise's noise for the same seed.
+
+Training (``MI_TrainMotionEmbeddingNative``, through scripts/comfy_wan_training_check.py, node called under
+inference_mode as ComfyUI's executor calls it) gives the embedding and inverted start that training through diffusers'
+transformer gives on the same latents, prompt and seed; gradient checkpointing changes nothing; Cancel at step 2 keeps a
+file of 2 steps; the MODEL afterwards has no object patch, its own methods, and computes exactly what it did.
 """
 
 from __future__ import annotations
@@ -32,8 +38,11 @@ from motion_core.embedding import EmbeddingInfo, prepare_for_sampling, zero_embe
 from motion_core.embedding_file import save_embedding
 from motion_core.families.wan import WanFamily
 from motion_core.families.wan_attention import WanMotionAttnProcessor
+from motion_core.native_training import train_foreign_wan
 from motion_core.patching import installed_processors
+from motion_core.testing.foreign_wan import diffusers_foreign_wan
 from motion_core.testing.tiny_wan_files import build_tiny_wan_transformer, build_tiny_wan_vae, save_tiny_wan_folder
+from motion_core.training import TrainingConfig
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +85,8 @@ def test_the_native_hook_on_comfyuis_wan_computes_what_the_diffusers_path_comput
     save_embedding(embedding, tmp_path / "motion.safetensors")
     generator = torch.Generator().manual_seed(5)
     inputs = {"latent": torch.randn(1, 16, 4, 8, 6, generator=generator), "timestep": torch.tensor([637.0]),
-              "context": torch.randn(1, 9, dit.config.text_dim, generator=generator)}
+              "context": torch.randn(1, 9, dit.config.text_dim, generator=generator),
+              "lora_delta": torch.randn(128, 128, generator=generator) * 0.05}
     save_file(inputs, str(tmp_path / "inputs.safetensors"))
     command = [comfy_python(COMFYUI_DIR), str(REPO / "scripts" / "comfy_wan_motion_parity.py"), "--comfyui-dir", COMFYUI_DIR,
                "--transformer", str(paths.transformer), "--embedding", str(tmp_path / "motion.safetensors"),
@@ -105,3 +115,59 @@ def test_the_native_hook_on_comfyuis_wan_computes_what_the_diffusers_path_comput
           f"the embedding moves the output by up to {effect:.3f}")
     assert difference <= TOLERANCE * scale, (difference, scale)
     assert effect > 100 * difference  # the embedding changes the output far beyond the two paths' rounding
+
+    # a LoRA-style weight patch on the MODEL still applies under the motion patch
+    with torch.no_grad():
+        dit.blocks[0].attn1.to_q.weight += inputs["lora_delta"]
+    with_lora = _diffusers_output(dit, embedding, mode, strength, inputs)
+    assert (with_lora - expected).abs().max() > 100 * difference
+    assert (comfy["lora_patched"] - with_lora).abs().max().item() <= TOLERANCE * scale
+
+
+def _run_script(script: str, arguments: list[str], tmp_path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    command = [comfy_python(COMFYUI_DIR), str(REPO / "scripts" / script), "--comfyui-dir", COMFYUI_DIR, *arguments,
+               "--out", str(tmp_path / "out.safetensors")]
+    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with safe_open(str(tmp_path / "out.safetensors"), framework="pt") as handle:
+        report = json.loads(handle.metadata()["report"])
+    return load_file(str(tmp_path / "out.safetensors")), report
+
+
+def _relative(found: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((found - expected).norm() / expected.norm())
+
+
+def test_training_through_comfyuis_wan_gives_the_diffusers_paths_embedding_and_cancel_keeps_a_file(tmp_path):
+    dit = build_tiny_wan_transformer(3).float()
+    folder = save_tiny_wan_folder(tmp_path / "tiny-wan", dit, build_tiny_wan_vae(3))
+    paths = export_comfy(folder, tmp_path / "models", "tiny-wan")
+    generator = torch.Generator().manual_seed(8)
+    inputs = {"latents": torch.randn(1, 16, 3, 6, 4, generator=generator), "text": torch.randn(1, 7, 32, generator=generator),
+              "empty": torch.randn(1, 7, 32, generator=generator) * 0.1, "probe": torch.randn(1, 16, 2, 4, 4, generator=generator)}
+    save_file(inputs, str(tmp_path / "inputs.safetensors"))
+    steps = 4
+    comfy, report = _run_script("comfy_wan_training_check.py", [
+        "--transformer", str(paths.transformer), "--inputs", str(tmp_path / "inputs.safetensors"), "--steps", str(steps),
+        "--work-dir", str(tmp_path / "embeddings")], tmp_path)
+
+    config = TrainingConfig(prompt="x", steps=steps, learning_rate=0.05, layer_set="alternate", seed=0, save_every=0,
+                            gradient_checkpointing="off")
+    expected = train_foreign_wan(diffusers_foreign_wan(dit, report["shift"]), inputs["latents"], inputs["text"], inputs["empty"], config)
+    differences = {}
+    for kind, tensors in (("query_key", expected.embedding.query_key), ("value", expected.embedding.value)):
+        for name, tensor in tensors.items():
+            assert tensor.abs().max() > 0.05  # it trained
+            differences[f"{kind}.{name}"] = _relative(comfy[f"plain.{kind}.{name}"], tensor)
+            torch.testing.assert_close(comfy[f"checkpointed.{kind}.{name}"], comfy[f"plain.{kind}.{name}"], rtol=1e-5, atol=1e-6)
+    differences["inverted"] = _relative(comfy["plain.inverted"], expected.embedding.inverted_latent)
+    print("relative |ComfyUI - diffusers| after", steps, "steps:", {k: f"{v:.1e}" for k, v in differences.items()})
+    assert max(differences.values()) < 1e-3, differences
+    assert expected.losses[-1] < expected.losses[0] or len(set(expected.losses)) > 1
+
+    assert report["cancelled"] and report["cancelled_steps"] == 2 and len(report["cancelled_files"]) == 1
+    assert report["plain_file"]["steps"] == steps
+    assert report["input_model_object_patches"] == [] and report["forwards_restored"]
+    assert report["in_training_after"] is False
+    assert torch.equal(comfy["probe_after"], comfy["probe_before"])  # the MODEL computes what it did before training

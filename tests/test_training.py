@@ -20,7 +20,7 @@ from motion_core.embedding_file import load_embedding, save_embedding
 from motion_core.errors import EmbeddingFileError, EmbeddingSaveError, InvalidSettingError, TrainingDivergedError
 from motion_core.inversion import ddim_invert
 from motion_core.patching import installed_processors
-from motion_core.training import TrainingConfig, _Trainer, evaluation_loss, train_motion_embedding
+from motion_core.training import TrainingConfig, EmbeddingTrainer, evaluation_loss, train_motion_embedding
 
 
 def config(**overrides) -> TrainingConfig:
@@ -308,8 +308,8 @@ def test_files_without_training_state_stay_format_version_1(tiny_model, referenc
 
 # ----- the hybrid loss: the spatial LoRA learns from the single-frame loss only -----
 
-def hybrid_trainer(model, frames) -> _Trainer:
-    trainer = _Trainer(model, frames, config(loss="debiased_hybrid", lora_rank=4, inversion_steps=0), None)
+def hybrid_trainer(model, frames) -> EmbeddingTrainer:
+    trainer = EmbeddingTrainer(model, frames, config(loss="debiased_hybrid", lora_rank=4, inversion_steps=0), None)
     trainer.setup(None)
     # one step first so that the LoRA's up-projections are no longer zero (otherwise its down-projections get none)
     with installed_processors(model.unet, {**trainer.processors, **trainer.lora}), torch.enable_grad():
@@ -318,7 +318,7 @@ def hybrid_trainer(model, frames) -> _Trainer:
     return trainer
 
 
-def lora_grads(trainer: _Trainer) -> list[torch.Tensor | None]:
+def lora_grads(trainer: EmbeddingTrainer) -> list[torch.Tensor | None]:
     return [p.grad for proc in trainer.lora.values() for p in proc.parameters()]
 
 

@@ -38,7 +38,33 @@ class FlowEulerSampler(Sampler):
         return SamplerStep(fm.euler_step(latents, velocity, sigma, following), fm.predicted_clean(latents, velocity, sigma))
 
 
+Velocity = Callable[[torch.Tensor, float], torch.Tensor]
+"""``(sample (1, C, F', h, w), sigma) -> velocity`` of the same shape: one model call, conditioning already bound."""
+
+
 @torch.no_grad()
+def flow_euler_invert_with(
+    velocity: Velocity,
+    latents: torch.Tensor,
+    steps: int,
+    shift: float,
+    on_step: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Integrate the flow ODE backwards from the clean ``latents`` ``(1, C, F', h, w)`` (sigma 0) to sigma 1.
+
+    The sampler's own sigmas in ascending order: ``steps`` calls of ``velocity``, evaluation ``i`` at the lower sigma
+    of the step (the clean latent for the first). Returns ``(1, C, F', h, w)`` fp32, where a ``steps``-step sampler
+    starts. Any implementation of the model can be passed in (diffusers' here, ComfyUI's on the native path).
+    """
+    sigmas = [float(s) for s in fm.sampling_sigmas(steps, shift).flip(0)]
+    sample = latents.to(torch.float32)
+    for index in range(steps):
+        sample = fm.euler_step(sample, velocity(sample, sigmas[index]).float(), sigmas[index], sigmas[index + 1])
+        if on_step is not None:
+            on_step(index + 1, steps)
+    return sample
+
+
 def flow_euler_invert(
     model: VideoModel,
     latents: torch.Tensor,
@@ -47,17 +73,10 @@ def flow_euler_invert(
     shift: float,
     on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Integrate the flow ODE backwards from the clean ``latents`` ``(1, C, F', h, w)`` (sigma 0) to sigma 1.
+    """:func:`flow_euler_invert_with` through ``model``'s denoiser (under its autocast) with the prompt ``text``."""
 
-    The sampler's own sigmas in ascending order: ``steps`` model calls, evaluation ``i`` at the lower sigma of the
-    step (the clean latent for the first). Returns ``(1, C, F', h, w)`` fp32, where a ``steps``-step sampler starts.
-    """
-    sigmas = [float(s) for s in fm.sampling_sigmas(steps, shift).flip(0)]
-    sample = latents.to(torch.float32)
-    for index in range(steps):
+    def velocity(sample: torch.Tensor, sigma: float) -> torch.Tensor:
         with autocast(model):
-            velocity = model.family.predict(model, sample, torch.tensor([sigmas[index]]), text).float()
-        sample = fm.euler_step(sample, velocity, sigmas[index], sigmas[index + 1])
-        if on_step is not None:
-            on_step(index + 1, steps)
-    return sample
+            return model.family.predict(model, sample, torch.tensor([sigma]), text)
+
+    return flow_euler_invert_with(velocity, latents, steps, shift, on_step)

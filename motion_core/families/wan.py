@@ -74,8 +74,40 @@ def value_grid_level(latent_height: int, latent_width: int, patch: int = 2) -> i
     return level
 
 
+def block_indices(count: int, layer_set: str) -> list[int]:
+    """Indices of the blocks a layer set of :data:`LAYER_SETS` selects among ``count`` blocks."""
+    first, stop, step = LAYER_SETS[layer_set]
+    return list(range(math.floor(first * count), max(1, math.ceil(stop * count)), step))
+
+
+def block_sites(widths: Sequence[int], value_level: int, indices: Sequence[int] | None = None) -> list[TemporalBlock]:
+    """Motion sites ``blocks.i`` (attention ``blocks.i.attn1``: diffusers' names, which the embedding file keeps on
+    every path) of a Wan transformer whose block ``i`` self-attention is ``widths[i]`` wide; all blocks or
+    ``indices``; the value embedding at grid level ``value_level``."""
+    chosen = range(len(widths)) if indices is None else indices
+    return [TemporalBlock(f"blocks.{i}", int(widths[i]), value_level, (f"blocks.{i}.attn1",)) for i in chosen]
+
+
+def selected_sites(widths: Sequence[int], patch: int, layer_set: str, latent_height: int, latent_width: int) -> list[TemporalBlock]:
+    """The sites ``layer_set`` selects, with the value grid of a ``latent_height x latent_width`` run."""
+    level = value_grid_level(latent_height, latent_width, patch)
+    return block_sites(widths, level, block_indices(len(widths), layer_set))
+
+
+def training_activation_bytes(tokens: int, dim: int, ffn_dim: int, blocks: int, element: int, checkpointing: bool) -> int:
+    """Bytes the backward pass keeps for ``blocks`` transformer blocks over ``tokens`` tokens (see
+    :meth:`WanFamily.estimate_training_bytes`, which measures the factors)."""
+    per_block = tokens * (STORED_PER_TOKEN_DIM * dim + STORED_PER_TOKEN_FFN * ffn_dim)
+    stored = blocks * tokens * dim + 3 * per_block if checkpointing else blocks * per_block
+    return int(MEMORY_SAFETY * stored * element)
+
+
 def _patch(denoiser: nn.Module) -> tuple[int, int, int]:
     return tuple(int(p) for p in denoiser.config.patch_size)  # type: ignore[return-value]
+
+
+def _widths(denoiser: nn.Module) -> list[int]:
+    return [int(block.attn1.to_q.in_features) for block in denoiser.blocks]
 
 
 class WanFamily(ModelFamily):
@@ -173,24 +205,16 @@ class WanFamily(ModelFamily):
     # ----- motion sites -----
     def find_sites(self, denoiser: nn.Module) -> list[TemporalBlock]:
         """``blocks.i`` with its ``attn1``, the value grid at the token grid (level 1 for patch 2)."""
-        level = int(math.log2(_patch(denoiser)[1]))
-        return [
-            TemporalBlock(f"blocks.{i}", int(block.attn1.to_q.in_features), level, (f"blocks.{i}.attn1",))
-            for i, block in enumerate(denoiser.blocks)
-        ]
+        patch = _patch(denoiser)[1]
+        return block_sites(_widths(denoiser), int(math.log2(patch)))
 
     def _indices(self, count: int, layer_set: str) -> list[int]:
         self.check_layer_set(layer_set)
-        first, stop, step = LAYER_SETS[layer_set]
-        return list(range(math.floor(first * count), max(1, math.ceil(stop * count)), step))
+        return block_indices(count, layer_set)
 
     def select_sites(self, denoiser: nn.Module, layer_set: str, latent_height: int, latent_width: int) -> list[TemporalBlock]:
-        sites = self.find_sites(denoiser)
-        level = value_grid_level(latent_height, latent_width, _patch(denoiser)[1])
-        return [
-            TemporalBlock(sites[i].name, sites[i].channels, level, sites[i].attention_names)
-            for i in self._indices(len(sites), layer_set)
-        ]
+        self.check_layer_set(layer_set)
+        return selected_sites(_widths(denoiser), _patch(denoiser)[1], layer_set, latent_height, latent_width)
 
     def describe_layer_set(self, denoiser: nn.Module, layer_set: str, latent_height: int, latent_width: int) -> str:
         sites = self.select_sites(denoiser, layer_set, latent_height, latent_width)
@@ -223,7 +247,7 @@ class WanFamily(ModelFamily):
 
     def gradient_checkpointing(self, denoiser: nn.Module, enabled: bool) -> contextlib.AbstractContextManager[None]:
         """diffusers' own per-block checkpointing of ``WanTransformer3DModel``, switched back off on exit."""
-        return _diffusers_checkpointing(denoiser, enabled)
+        return diffusers_checkpointing(denoiser, enabled)
 
     def check_loss(self, loss: str) -> None:
         if loss not in self.losses:
@@ -313,12 +337,9 @@ class WanFamily(ModelFamily):
         element = torch.finfo(model.dtype).bits // 8
         tokens = self._tokens(model, frames, latent_height, latent_width)
         dim = int(config.num_attention_heads * config.attention_head_dim)
-        per_block = tokens * (STORED_PER_TOKEN_DIM * dim + STORED_PER_TOKEN_FFN * int(config.ffn_dim))
         count = len(model.denoiser.blocks)
         first = self._indices(count, layer_set if layer_set in LAYER_SETS else "all")[0]
-        blocks = count - first
-        stored = blocks * tokens * dim + 3 * per_block if checkpointing else blocks * per_block
-        return int(MEMORY_SAFETY * stored * element)
+        return training_activation_bytes(tokens, dim, int(config.ffn_dim), count - first, element, checkpointing)
 
     def estimate_vae_encode_bytes(self, model: VideoModel, frames: int, height: int, width: int) -> int:
         """The clip in fp32 plus the encoder's live maps for one 4-frame chunk (a floor, not measured)."""
@@ -369,7 +390,7 @@ def _load_transformer(cls: type, folder: Path, dtype: torch.dtype) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _diffusers_checkpointing(denoiser: nn.Module, enabled: bool) -> Iterator[None]:
+def diffusers_checkpointing(denoiser: nn.Module, enabled: bool) -> Iterator[None]:
     already = bool(getattr(denoiser, "is_gradient_checkpointing", False))
     if not enabled or already:
         yield

@@ -52,6 +52,12 @@ class WanMotionAttnProcessor(nn.Module):
         self.token_grid = tuple(token_grid)
         attach_embeddings(self, query_key, value)
 
+    def motion_inputs(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(q/k input, v input)``, each ``(B, N'*h*w, C)``: ``hidden_states`` plus the embeddings."""
+        frames, height, width = self.token_grid
+        layout = TokenLayout(frames, (height, width), frames_outer=True)
+        return motion_inputs(hidden_states, self.query_key, self.value, self.value_grid, layout)
+
     def forward(
         self,
         attn: nn.Module,
@@ -72,10 +78,7 @@ class WanMotionAttnProcessor(nn.Module):
                 f"This Wan attention layer runs {hidden_states.shape[1]} tokens, but the motion embedding was set up "
                 f"for {frames} latent frames of {height}x{width} tokens; sample at the size the processors were built for."
             )
-        qk_input = value_input = hidden_states
-        if self.enabled:
-            layout = TokenLayout(frames, (height, width), frames_outer=True)
-            qk_input, value_input = motion_inputs(hidden_states, self.query_key, self.value, self.value_grid, layout)
+        qk_input, value_input = self.motion_inputs(hidden_states) if self.enabled else (hidden_states, hidden_states)
         query = attn.norm_q(attn.to_q(qk_input)).unflatten(2, (attn.heads, -1))  # RMSNorm over all heads, then RoPE
         key = attn.norm_k(attn.to_k(qk_input)).unflatten(2, (attn.heads, -1))
         value = attn.to_v(value_input).unflatten(2, (attn.heads, -1))
