@@ -1,7 +1,8 @@
 """Cost of the native Wan path (training through and sampling with ComfyUI's own MODEL), measured side by side.
 
 Runs under ComfyUI's Python (CPU here; any device ComfyUI picks elsewhere). Prints ratios measured in one run,
-interleaved in rounds so that drift of a shared machine hits both sides alike:
+in rounds that time both sides next to each other (the median of the per-round ratios), so that drift of a shared
+machine hits both sides alike:
 - training step / floor: one step of ``MI_TrainMotionEmbeddingNative``'s trainer (forward, backward to the embeddings,
   AdamW) against one forward plus backward to the input of the same installed MODEL with the embeddings off;
 - sampling with / without: one model call of the MODEL from ``MI_ApplyMotionEmbeddingNative`` against the plain MODEL
@@ -10,7 +11,7 @@ interleaved in rounds so that drift of a shared machine hits both sides alike:
 The model is Wan 2.1 T2V 1.3B's architecture (30 blocks, width 1536) with random weights, converted to ComfyUI's layout
 and loaded by ``comfy.sd.load_diffusion_model``; at 64x64 and 17 frames (5 x 4 x 4 = 80 tokens) it fits a CPU. Usage:
 
-    COMFYUI_DIR/.venv/bin/python benchmarks/bench_native_wan.py --comfyui-dir COMFYUI_DIR [--layers 30] [--rounds 3]
+    COMFYUI_DIR/.venv/bin/python benchmarks/bench_native_wan.py --comfyui-dir COMFYUI_DIR [--layers 30] [--rounds 6]
         [--json benchmarks/results/native_wan_bench.json]
 """
 
@@ -55,8 +56,8 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=30, help="blocks of the 1.3B architecture to keep (30: all)")
     parser.add_argument("--size", type=int, default=64, help="pixels (square)")
     parser.add_argument("--frames", type=int, default=17)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--calls", type=int, default=3, help="timed calls per side and round")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--calls", type=int, default=2, help="timed calls per side and round (their median)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -148,8 +149,10 @@ def main() -> int:
             results[name].append(_timed(call(patcher), args.calls))
 
     median = {name: statistics.median(values) for name, values in results.items()}
-    ratios = {"train_step_over_floor": median["train_step"] / median["floor"],
-              "sampling_with_over_without": median["sample_patched"] / median["sample_plain"]}
+    # each round's two sides ran next to each other: the median of the per-round ratios
+    ratios = {"train_step_over_floor": statistics.median(t / f for t, f in zip(results["train_step"], results["floor"])),
+              "sampling_with_over_without": statistics.median(
+                  p / q for p, q in zip(results["sample_patched"], results["sample_plain"]))}
     report = {
         "model": f"Wan 2.1 T2V 1.3B architecture, {args.layers} blocks, random weights, loaded by ComfyUI "
                  f"{_comfyui_version()}",

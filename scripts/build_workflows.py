@@ -34,11 +34,27 @@ CORE_NODES: dict[str, dict[str, Any]] = {
     "PreviewImage": {"inputs": [("images", "IMAGE")], "widgets": [], "outputs": []},
     "SaveAnimatedWEBP": {"inputs": [("images", "IMAGE")], "widgets": ["filename_prefix", "fps", "lossless", "quality", "method"],
                          "outputs": [("IMAGE", "images")]},
+    # the native Wan path (ComfyUI 0.3.x definitions)
+    "UNETLoader": {"inputs": [], "widgets": ["unet_name", "weight_dtype"], "outputs": [("MODEL", "MODEL")]},
+    "VAELoader": {"inputs": [], "widgets": ["vae_name"], "outputs": [("VAE", "VAE")]},
+    "VAEEncode": {"inputs": [("pixels", "IMAGE"), ("vae", "VAE")], "widgets": [], "outputs": [("LATENT", "LATENT")]},
+    "VAEDecode": {"inputs": [("samples", "LATENT"), ("vae", "VAE")], "widgets": [], "outputs": [("IMAGE", "IMAGE")]},
+    "CFGGuider": {"inputs": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")], "widgets": ["cfg"],
+                  "outputs": [("GUIDER", "GUIDER")]},
+    "KSamplerSelect": {"inputs": [], "widgets": ["sampler_name"], "outputs": [("SAMPLER", "SAMPLER")]},
+    "BasicScheduler": {"inputs": [("model", "MODEL")], "widgets": ["scheduler", "steps", "denoise"], "outputs": [("SIGMAS", "SIGMAS")]},
+    "EmptyHunyuanLatentVideo": {"inputs": [], "widgets": ["width", "height", "length", "batch_size"], "outputs": [("LATENT", "LATENT")]},
+    "SamplerCustomAdvanced": {"inputs": [("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
+                                         ("latent_image", "LATENT")], "widgets": [],
+                              "outputs": [("LATENT", "output"), ("LATENT", "denoised_output")]},
 }
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
 def load_pack():
+    """The pack as the package ``motion_inversion_pack`` (loaded once per process)."""
+    if "motion_inversion_pack" in sys.modules:
+        return sys.modules["motion_inversion_pack"]
     spec = importlib.util.spec_from_file_location("motion_inversion_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
     module = importlib.util.module_from_spec(spec)
     sys.modules["motion_inversion_pack"] = module
@@ -163,6 +179,65 @@ def load_embedding_and_sample(pack) -> dict[str, Any]:
     g.link(embedding, 0, apply, "motion_embedding")
     g.link(apply, 0, sampler, "model")
     g.link(sampler, 0, save, "images")
+    return g.to_json()
+
+
+@dataclass(frozen=True)
+class NativeWanFiles:
+    """What the native Wan graph loads: the DiT and VAE for core's loaders (``models/diffusion_models``,
+    ``models/vae``), a Load Video Model folder whose text encoder makes the CONDITIONING (the toy models' CLIP, which
+    ComfyUI's CLIP loaders cannot read; a real Wan uses Load CLIP + CLIP Text Encode instead), and the reference clip.
+    Sizes: the reference is resized to ``size`` square, ``frames`` frames (1 + 4k), and sampled at the same."""
+
+    diffusion_model: str
+    vae: str
+    text_model: str
+    clip: str
+    size: int
+    frames: int
+    train_steps: int = 200
+    sample_steps: int = 20
+    prefix: str = "motion_inversion/native"
+
+
+def wan_native_train_and_sample(pack, files: NativeWanFiles) -> dict[str, Any]:
+    """Train through ComfyUI's own Wan MODEL and sample with core SamplerCustomAdvanced: Load Diffusion Model + Load
+    VAE + VAE Encode of the reference -> Train (native) -> Apply (native) -> CFGGuider -> SamplerCustomAdvanced with
+    Motion Start Noise -> VAE Decode -> Save Animated WEBP. Not in :data:`BUILDERS` until a toy-world Wan is bundled
+    for it to run on as is (issue 10); scripts/comfy_native_server_check.py runs it on a tiny random Wan."""
+    g = Graph(pack)
+    unet = g.add("UNETLoader", (40, 40), {"unet_name": files.diffusion_model, "weight_dtype": "default"}, (320, 110))
+    vae = g.add("VAELoader", (40, 190), {"vae_name": files.vae}, (320, 80))
+    text_model = g.add("MI_LoadVideoModel", (40, 310), {"model": files.text_model}, (320, 110))
+    clip = g.add("MI_LoadVideoFrames", (40, 460), {"video": files.clip, "frame_count": files.frames, "width": files.size,
+                                                   "height": files.size}, (320, 330))
+    encode = g.add("VAEEncode", (400, 460), None, (220, 60))
+    positive = g.add("MI_EncodePromptWithModel", (400, 40), {"prompt": "a red square"}, (320, 130))
+    empty = g.add("MI_EncodePromptWithModel", (400, 210), {"prompt": ""}, (320, 130))
+    train = g.add("MI_TrainMotionEmbeddingNative", (760, 40), {"steps": files.train_steps, "save_every": 50,
+                                                              "filename_prefix": files.prefix}, (360, 420))
+    curve = g.add("PreviewImage", (1160, 40), None, (360, 260))
+    apply = g.add("MI_ApplyMotionEmbeddingNative", (1160, 340), {"strength": 1.0}, (320, 130))
+    prompt = g.add("MI_EncodePromptWithModel", (1160, 520), {"prompt": "a blue circle"}, (320, 130))
+    guider = g.add("CFGGuider", (1520, 40), {"cfg": 1.0}, (300, 100))
+    noise = g.add("MI_MotionStartNoise", (1520, 180), None, (320, 130))
+    sampler = g.add("KSamplerSelect", (1520, 350), {"sampler_name": "euler"}, (300, 60))
+    sigmas = g.add("BasicScheduler", (1520, 450), {"scheduler": "simple", "steps": files.sample_steps, "denoise": 1.0}, (300, 110))
+    latent = g.add("EmptyHunyuanLatentVideo", (1520, 600), {"width": files.size, "height": files.size, "length": files.frames,
+                                                            "batch_size": 1}, (300, 130))
+    sample = g.add("SamplerCustomAdvanced", (1880, 40), None, (300, 120))
+    decode = g.add("VAEDecode", (1880, 200), None, (220, 60))
+    save = add_save_webp(g, (2160, 40), files.prefix)
+    for source, slot, target, name in (
+        (clip, 0, encode, "pixels"), (vae, 0, encode, "vae"), (text_model, 0, positive, "model"), (text_model, 0, empty, "model"),
+        (text_model, 0, prompt, "model"), (unet, 0, train, "model"), (encode, 0, train, "reference"), (positive, 0, train, "positive"),
+        (empty, 0, train, "inversion_conditioning"), (train, 1, curve, "images"), (unet, 0, apply, "model"),
+        (train, 0, apply, "motion_embedding"), (apply, 0, guider, "model"), (prompt, 0, guider, "positive"), (empty, 0, guider, "negative"),
+        (train, 0, noise, "motion_embedding"), (apply, 0, sigmas, "model"), (noise, 0, sample, "noise"), (guider, 0, sample, "guider"),
+        (sampler, 0, sample, "sampler"), (sigmas, 0, sample, "sigmas"), (latent, 0, sample, "latent_image"),
+        (sample, 0, decode, "samples"), (vae, 0, decode, "vae"), (decode, 0, save, "images"),
+    ):
+        g.link(source, slot, target, name)
     return g.to_json()
 
 

@@ -2,7 +2,7 @@
 
 What a user does by hand, scripted: open the editor, drag in each workflow, look at the widgets, press Queue.
 
-1. Every workflow in ``workflows/`` is loaded with the frontend's own ``app.loadGraphData`` and turned into a
+1. Every workflow in ``workflows/`` (and each ``--workflow FILE``) is loaded with the frontend's own ``app.loadGraphData`` and turned into a
    prompt by the frontend (``app.graphToPrompt``); every node's inputs must equal what ``scripts/comfyui_check.py``
    reads from the file by name. A round trip of ``widgets_values`` alone would not do: the frontend assigns the
    values to widgets by position, so a misplaced extra value (``control_after_generate``, the upload button's)
@@ -47,6 +47,7 @@ from comfyui_check import to_api  # noqa: E402
 logger = logging.getLogger("frontend_check")
 
 TRAIN_NODE = "MI_TrainMotionEmbedding"
+TRAIN_NODES = (TRAIN_NODE, "MI_TrainMotionEmbeddingNative")  # the nodes that send live loss
 TRAIN_WORKFLOW = "train_and_sample.json"
 # Workflow files as an earlier release saved them, and the widget inputs (name, kind) the nodes had then
 RELEASED = ROOT / "tests" / "data" / "released_workflows"
@@ -179,9 +180,10 @@ def migrated(value: Any, spec: list[Any]) -> Any:
     return value
 
 
-def workflow_files() -> list[tuple[str, Path]]:
-    """(label, path) of the current example workflows and of those an earlier release saved, when present."""
+def workflow_files(extra: list[Path] = ()) -> list[tuple[str, Path]]:
+    """(label, path) of the current example workflows, of ``extra`` ones, and of those an earlier release saved."""
     files = [(path.name, path) for path in sorted((ROOT / "workflows").glob("*.json"))]
+    files += [(f"extra {path.name}", path) for path in extra]
     if RELEASED_WIDGETS.exists():
         files += [(f"released {path.name}", path) for path in sorted(RELEASED.glob("*.json")) if path != RELEASED_WIDGETS]
     return files
@@ -257,13 +259,13 @@ async def fresh_seeds(page: Any, steps: int) -> None:
     """New seeds on every seed widget (ComfyUI's cache would skip an unchanged node) and the training steps."""
     types = await page.evaluate(SEED_WIDGETS)
     changes = [[kind, "seed", random.randrange(10**9)] for kind in sorted(set(types))]
-    await page.evaluate(SET_WIDGETS, changes + [[TRAIN_NODE, "steps", steps]])
+    await page.evaluate(SET_WIDGETS, changes + [[kind, "steps", steps] for kind in TRAIN_NODES])
 
 
-async def check_loading(page: Any, object_info: dict[str, Any], out: Path) -> list[str]:
+async def check_loading(page: Any, object_info: dict[str, Any], out: Path, extra: list[Path]) -> list[str]:
     """Step 1: the frontend queues what each file means."""
     problems = []
-    for label, path in workflow_files():
+    for label, path in workflow_files(extra):
         workflow = json.loads(path.read_text())
         await load_workflow(page, workflow)
         frontend = await page.evaluate("async () => (await app.graphToPrompt()).output")
@@ -274,10 +276,10 @@ async def check_loading(page: Any, object_info: dict[str, Any], out: Path) -> li
     return problems
 
 
-async def check_runs(page: Any, object_info: dict[str, Any], steps: int, out: Path) -> list[str]:
+async def check_runs(page: Any, object_info: dict[str, Any], steps: int, out: Path, extra: list[Path]) -> list[str]:
     """Step 2: each workflow queued from the page runs and writes its outputs; the loss curve fills."""
     problems = []
-    for label, path in workflow_files():
+    for label, path in workflow_files(extra):
         workflow = json.loads(path.read_text())
         await load_workflow(page, workflow)
         await fresh_seeds(page, steps)
@@ -286,8 +288,9 @@ async def check_runs(page: Any, object_info: dict[str, Any], steps: int, out: Pa
         status = [entry["status"]["status_str"] for entry in entries]
         found = [] if status == ["success"] else [f"queued from the page, the run ended with {status}"]
         found += [p for entry in entries for p in output_problems(workflow, entry, object_info)]
-        points = await page.evaluate("(type) => window.miLossPoints(type)", TRAIN_NODE)
-        if any(node["type"] == TRAIN_NODE for node in workflow["nodes"]) and points != [steps]:
+        trainers = [kind for kind in TRAIN_NODES if any(node["type"] == kind for node in workflow["nodes"])]
+        points = [n for kind in trainers for n in await page.evaluate("(type) => window.miLossPoints(type)", kind)]
+        if trainers and points != [steps]:
             found.append(f"the training node received {points} loss points for {steps} steps")
         if before != await page.evaluate(READ_WIDGETS):
             found.append(f"widget values changed during the run: {before} -> {await page.evaluate(READ_WIDGETS)}")
@@ -315,7 +318,7 @@ async def check_subgraph(page: Any, steps: int, out: Path) -> list[str]:
     return [f"training node inside a subgraph: {p}" for p in problems]
 
 
-async def check(url: str, chromium: str, steps: int, out: Path) -> list[str]:
+async def check(url: str, chromium: str, steps: int, out: Path, extra: list[Path] = ()) -> list[str]:
     from playwright.async_api import async_playwright
 
     problems: list[str] = []
@@ -331,10 +334,10 @@ async def check(url: str, chromium: str, steps: int, out: Path) -> list[str]:
         if "motion_inversion.ui" not in await page.evaluate("app.extensions.map(e => e.name)"):
             problems.append("the web extension motion_inversion.ui is not registered")
         object_info = await page.evaluate("async () => (await (await fetch('/object_info')).json())")
-        problems += await check_loading(page, object_info, out)
+        problems += await check_loading(page, object_info, out, extra)
         observer = await open_editor(browser, url, console, page_errors, "other client")
         await load_workflow(observer, json.loads((ROOT / "workflows" / TRAIN_WORKFLOW).read_text()))
-        problems += await check_runs(page, object_info, steps, out)
+        problems += await check_runs(page, object_info, steps, out, extra)
         overheard = await observer.evaluate("(type) => window.miLossPoints(type)", TRAIN_NODE)
         logger.info("another client with the same workflow open received %s loss points", overheard)
         if any(overheard):
@@ -354,9 +357,11 @@ def main() -> int:
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--steps", type=int, default=20, help="training steps for the queued runs")
     parser.add_argument("--out", type=Path, default=ROOT / "output" / "frontend_check")
+    parser.add_argument("--workflow", type=Path, action="append", default=[],
+                        help="also load and queue this editor-format workflow (steps 1 and 2; repeatable)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    problems = asyncio.run(check(args.url, args.chromium, args.steps, args.out))
+    problems = asyncio.run(check(args.url, args.chromium, args.steps, args.out, args.workflow))
     for problem in problems:
         logger.error(problem)
     logger.info("%d problems; screenshots and console in %s", len(problems), args.out)

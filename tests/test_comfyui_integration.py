@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import shutil
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -108,5 +111,23 @@ def test_example_workflows_run_and_cancel_keeps_work():
 @pytest.mark.skipif(importlib.util.find_spec("playwright") is None or shutil.which(CHROMIUM) is None,
                     reason="needs the playwright package and a system Chromium (CHROMIUM)")
 def test_frontend_queues_what_the_files_mean_and_runs_them(tmp_path):
-    problems = asyncio.run(_script("frontend_check").check(COMFYUI_URL, CHROMIUM, steps=20, out=tmp_path))
+    """The example workflows, and the native Wan graph on a tiny random Wan installed for the run (then removed)."""
+    native = _script("comfy_native_server_check")
+    written = native.install_tiny_wan(Path(COMFYUI_DIR))
+    try:
+        graph = tmp_path / "native_wan_graph.json"
+        graph.write_text(json.dumps(native.graph(train_steps=20, sample_steps=4)))
+        problems = asyncio.run(_script("frontend_check").check(COMFYUI_URL, CHROMIUM, steps=20, out=tmp_path, extra=[graph]))
+    finally:
+        native.remove_tiny_wan(written)
     assert problems == []
+
+
+@pytest.mark.comfyui
+@needs_server
+def test_the_native_wan_graph_trains_and_samples_through_the_server():
+    """Load Diffusion Model -> Train (native) -> Apply (native) -> core SamplerCustomAdvanced, queued through the API."""
+    run = subprocess.run([sys.executable, str(SCRIPTS / "comfy_native_server_check.py"), "--comfyui-url", COMFYUI_URL,
+                          "--comfyui-dir", COMFYUI_DIR, "--train-steps", "10"], capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "native graph check passed" in run.stdout + run.stderr

@@ -98,16 +98,34 @@ def _widget_count(cls) -> int:
 
 @pytest.mark.parametrize("workflow", sorted((REPO / "workflows").glob("*.json")), ids=lambda p: p.name)
 def test_example_workflows_match_the_registered_nodes(pack, workflow, comfy_home):
-    data = json.loads(workflow.read_text())
+    check_graph(pack, json.loads(workflow.read_text()), bundled_choices=True, core_types=CORE_NODE_TYPES)
+
+
+def test_the_native_wan_graph_matches_the_registered_nodes(pack):
+    """The native Wan graph (not an example workflow until a toy Wan is bundled; a real ComfyUI runs it in
+    tests/test_comfyui_integration.py) links the nodes as they are registered."""
+    build = _build_workflows_module()
+    files = build.NativeWanFiles("wan.safetensors", "wan_vae.safetensors", "wan-folder", "clip.mp4", 32, 9)
+    graph = build.wan_native_train_and_sample(pack, files)
+    check_graph(pack, graph, bundled_choices=False, core_types=set(build.CORE_NODES))
+    types = {n["type"] for n in graph["nodes"]}
+    assert {"MI_TrainMotionEmbeddingNative", "MI_ApplyMotionEmbeddingNative", "MI_MotionStartNoise", "UNETLoader",
+            "SamplerCustomAdvanced"} <= types
+
+
+def check_graph(pack, data: dict, bundled_choices: bool, core_types: set[str]) -> None:
+    """Every node is registered (or one of ``core_types``) with its widget count, slot types and outputs; links agree
+    on both ends; every required custom input is connected. ``bundled_choices``: every combo value names a choice a
+    fresh install offers."""
     assert data["version"] == 0.4
     nodes = {n["id"]: n for n in data["nodes"]}
     for n in nodes.values():
-        assert n["type"] in pack.NODE_CLASS_MAPPINGS or n["type"] in CORE_NODE_TYPES, n["type"]
+        assert n["type"] in pack.NODE_CLASS_MAPPINGS or n["type"] in core_types, n["type"]
         if n["type"] in pack.NODE_CLASS_MAPPINGS:
             cls = pack.NODE_CLASS_MAPPINGS[n["type"]]
             assert len(n["widgets_values"]) == _widget_count(cls), n["type"]
             combos = [s for sec in ("required", "optional") for s in cls.INPUT_TYPES().get(sec, {}).values() if isinstance(s[0], list)]
-            for spec in combos:  # a fresh install offers every choice the example workflows name (bundled assets)
+            for spec in combos if bundled_choices else ():  # a fresh install offers every choice the example workflows name
                 assert set(spec[0]) & set(n["widgets_values"]), (n["type"], spec[0], n["widgets_values"])
             declared = {name: s[0] for sec in ("required", "optional") for name, s in cls.INPUT_TYPES().get(sec, {}).items()}
             for slot in n["inputs"]:
@@ -511,11 +529,18 @@ def test_sampler_auto_values_use_the_models_recommended_settings_and_explicit_va
     assert tuple(video.shape) == (3, 24, 32, 3)
 
 
-def test_example_workflows_are_what_the_build_script_writes(pack):
+def _build_workflows_module():
+    if "build_workflows" in sys.modules:
+        return sys.modules["build_workflows"]
     spec = importlib.util.spec_from_file_location("build_workflows", REPO / "scripts" / "build_workflows.py")
     build = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("build_workflows", build)  # its dataclasses look their module up there
+    sys.modules["build_workflows"] = build  # its dataclasses look their module up there
     spec.loader.exec_module(build)
+    return build
+
+
+def test_example_workflows_are_what_the_build_script_writes(pack):
+    build = _build_workflows_module()
     assert sorted(p.stem for p in (REPO / "workflows").glob("*.json")) == sorted(build.BUILDERS)
     for name, builder in build.BUILDERS.items():
         written = json.dumps(builder(pack), indent=2) + "\n"

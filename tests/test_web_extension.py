@@ -326,3 +326,33 @@ def test_loss_curve_reaches_a_node_inside_a_subgraph(sandbox: Path) -> None:
     """Inside a subgraph the server names the node by its execution id path ("5:3"), as core's own messages do."""
     (sandbox / "driver.mjs").write_text(SUBGRAPH_DRIVER)
     assert run_driver(sandbox) == {"inner": 2, "deep": 2, "root": 0}
+
+
+NATIVE_TRAIN_DRIVER = r"""
+import { app, calls } from "./scripts/app.js";
+import { listeners } from "./scripts/api.js";
+await import("./extensions/pack/motion_inversion.mjs");
+const ext = calls.extensions[0];
+ext.setup();
+const emit = (detail) => listeners["motion_inversion.loss"].forEach((fn) => fn(new CustomEvent("x", { detail })));
+function T() { this.size = [200, 80]; }
+T.prototype.setDirtyCanvas = function () {};
+await ext.beforeRegisterNodeDef(T, { name: "MI_TrainMotionEmbeddingNative" }, app);
+function Other() { this.size = [200, 80]; }
+await ext.beforeRegisterNodeDef(Other, { name: "KSampler" }, app);
+const node = Object.assign(new T(), { id: 4 });
+const other = Object.assign(new Other(), { id: 5 });
+app.graph.add(node);
+app.graph.add(other);
+for (const s of [1, 2, 3]) { emit({ node: "4", step: s, total: 3, loss: 1 / s }); emit({ node: "5", step: s, total: 3, loss: 1 }); }
+node.onExecuted({ motion_embedding: [{ family: "wan", steps: 3 }] });
+console.log(JSON.stringify({ native: node.miLoss?.values?.length ?? 0, other: other.miLoss?.values?.length ?? 0,
+                             facts: (node.miFacts ?? []).join(" ") }));
+"""
+
+
+def test_the_native_training_node_gets_the_live_loss_curve_and_facts(sandbox: Path) -> None:
+    (sandbox / "driver.mjs").write_text(NATIVE_TRAIN_DRIVER)
+    out = run_driver(sandbox)
+    assert out["native"] == 3 and out["other"] == 0
+    assert "wan" in out["facts"]

@@ -6,7 +6,8 @@ import { api } from "../../scripts/api.js";
 const EXT_NAME = "motion_inversion.ui";
 const LOSS_EVENT = "motion_inversion.loss";
 const TRAIN_NODE = "MI_TrainMotionEmbedding";
-const FACT_NODES = new Set([TRAIN_NODE, "MI_SaveMotionEmbedding", "MI_LoadMotionEmbedding"]);
+const TRAIN_NODES = new Set([TRAIN_NODE, "MI_TrainMotionEmbeddingNative"]); // nodes that send live loss
+const FACT_NODES = new Set([...TRAIN_NODES, "MI_SaveMotionEmbedding", "MI_LoadMotionEmbedding"]);
 
 const LINE_H = 14; // one text line
 const PLOT_H = 70; // height of the curve's plot area
@@ -15,7 +16,6 @@ const MAX_POINTS = 20000; // keep memory bounded on very long runs
 const FONT = "11px sans-serif";
 
 // ---------------------------------------------------------------- helpers
-
 const isNum = (v) => typeof v === "number" && Number.isFinite(v);
 
 function fmtLoss(v) {
@@ -194,7 +194,7 @@ function onLoss(event) {
   const id = d?.display_node ?? d?.node; // the node shown for it (an expanded node is shown by its parent)
   if (id === undefined || id === null || id === "") return;
   const node = nodeByExecutionId(app.rootGraph ?? app.graph, id);
-  if (!node || node.miKind !== TRAIN_NODE) return; // unknown or deleted node, or not ours
+  if (!node || !TRAIN_NODES.has(node.miKind)) return; // unknown or deleted node, or not ours
   const step = Number(d.step);
   const loss = Number(d.loss);
   if (!Number.isFinite(step) || !Number.isFinite(loss)) return;

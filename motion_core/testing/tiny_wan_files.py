@@ -62,3 +62,19 @@ def save_tiny_wan_folder(folder: str | Path, transformer, vae) -> Path:
              "vae": ["diffusers", "AutoencoderKLWan"]}
     (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
     return folder
+
+
+def save_tiny_comfy_wan_model(folder: str | Path, seed: int = 0) -> Path:
+    """A whole tiny Wan text-to-video folder (``WanPipeline`` layout: transformer, VAE, tiny text encoder of width
+    ``text_dim``, tokenizer, flow scheduler) whose transformer and VAE ComfyUI can also load once exported with
+    ``export_comfy``: for checks that train through Load Video Model's text encoder and ComfyUI's own model at once."""
+    from diffusers import WanPipeline
+
+    from .tiny_models import build_tiny_wan_parts
+
+    parts = build_tiny_wan_parts(seed, dict(TINY_COMFY_WAN_DIT))
+    parts["transformer"] = build_tiny_wan_transformer(seed)
+    parts["vae"] = build_tiny_wan_vae(seed)
+    folder = Path(folder)
+    WanPipeline(**parts).save_pretrained(folder, safe_serialization=True)
+    return folder
