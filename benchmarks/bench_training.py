@@ -17,6 +17,8 @@ Usage:
     python benchmarks/bench_training.py --preset tiny --scale           # time and memory at three sizes
     python benchmarks/bench_training.py --family wan                   # = --preset wan-small: Wan 2.1 1.3B, CPU-sized
     python benchmarks/bench_training.py --preset wan-480p              # Wan 2.1 1.3B at 480x832, 81 frames (a GPU)
+    python benchmarks/bench_training.py --family animatediff           # = --preset animatediff-small: SD1.5 + v2 adapter
+    python benchmarks/bench_training.py --preset animatediff-512       # SD1.5 + v2 adapter at 512x512, 16 frames (a GPU)
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from motion_core.testing.tiny_models import (  # noqa: E402
     TINY_WAN_VAE_CONFIG,
     WAN_T2V_1_3B_CONFIG,
     ZEROSCOPE_UNET_CONFIG,
+    save_animatediff_sd15_model,
     save_tiny_model,
     save_tiny_wan_model,
 )
@@ -90,10 +93,14 @@ PRESETS = {
     # CPU thread, hence fewer repeats and a 10-step inversion in the whole run.
     "wan-small": Preset("wan-1.3b", 64, 64, 17, "alternate", 3, sampling_repeats=2, inversion_steps=10),
     "wan-480p": Preset("wan-1.3b", 832, 480, 81, "alternate", 10),  # 21 latent frames x 60x104 = 32,760 tokens (a GPU)
+    # The AnimateDiff folder has the tiny test VAE (factor 2): 64x64 pixels -> a 32x32 latent, what 256x256 gives
+    # through SD1.5's VAE; 8 frames.
+    "animatediff-small": Preset("animatediff-sd15", 64, 64, 8, "paper", 3, sampling_repeats=2, inversion_steps=10),
+    "animatediff-512": Preset("animatediff-sd15", 128, 128, 16, "paper", 10),  # latent 64x64: 512x512, 16 frames (a GPU)
 }
 # What --family runs, and the family of each folder kind.
-FAMILY_PRESETS = {"unet3d": "tiny", "wan": "wan-small"}
-KIND_FAMILIES = {"tiny": "unet3d", "zeroscope": "unet3d", "wan-1.3b": "wan"}
+FAMILY_PRESETS = {"unet3d": "tiny", "wan": "wan-small", "animatediff": "animatediff-small"}
+KIND_FAMILIES = {"tiny": "unet3d", "zeroscope": "unet3d", "wan-1.3b": "wan", "animatediff-sd15": "animatediff"}
 
 
 def make_model_folder(kind: str, folder: Path) -> Path:
@@ -104,6 +111,8 @@ def make_model_folder(kind: str, folder: Path) -> Path:
         return folder
     if kind == "wan-1.3b":
         return save_tiny_wan_model(folder, config=WAN_T2V_1_3B_CONFIG)
+    if kind == "animatediff-sd15":
+        return save_animatediff_sd15_model(folder)
     save_tiny_model(folder)
     if kind == "zeroscope":
         from diffusers import UNet3DConditionModel
@@ -124,7 +133,11 @@ def describe_preset(name: str, preset: Preset, family: ModelFamily) -> str:
         return (f"{name}: Wan 2.1 T2V 1.3B transformer (random weights; tiny Wan VAE, tiny CLIP text encoder 4096 wide), "
                 f"{p.width}x{p.height} pixels x {p.frames} frames = latent {latent_frames}x{latent_w}x{latent_h} "
                 f"({tokens:,} tokens), layers={p.layer_set}")
-    factor = 2  # the tiny test VAE of the UNet3D random-weight folders
+    factor = 2  # the tiny test VAE of the UNet3D and AnimateDiff random-weight folders
+    if family.name == "animatediff":
+        return (f"{name}: SD1.5 UNet + AnimateDiff v2 motion adapter (random weights; tiny VAE and text encoder), "
+                f"{p.width}x{p.height} pixels = latent {p.width // factor}x{p.height // factor} "
+                f"({p.width // factor * 8}x{p.height // factor * 8} through SD1.5's VAE), {p.frames} frames, layers={p.layer_set}")
     return (f"{name}: {p.kind} UNet, {p.width}x{p.height} pixels = latent {p.width // factor}x{p.height // factor} "
             f"({p.width // factor * 8}x{p.height // factor * 8} through an 8x VAE), {p.frames} frames, layers={p.layer_set}")
 

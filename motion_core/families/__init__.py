@@ -14,12 +14,12 @@ from typing import Any
 
 from ..errors import ModelLoadError
 from .base import FAMILY_DEFAULT, ModelFamily
+from .animatediff import AnimateDiffFamily
 from .unet3d import UNet3DFamily
 from .wan import WanFamily
 
-FAMILIES: tuple[ModelFamily, ...] = (UNet3DFamily(), WanFamily())
+FAMILIES: tuple[ModelFamily, ...] = (UNet3DFamily(), WanFamily(), AnimateDiffFamily())
 KNOWN_UNSUPPORTED = {
-    "UNetMotionModel": "AnimateDiff",
     "UNetSpatioTemporalConditionModel": "Stable Video Diffusion",
     "I2VGenXLUNet": "I2VGen-XL",
     "LatteTransformer3DModel": "Latte",

@@ -100,7 +100,7 @@ def ddim_invert(
         a_from = a_from.to(sample.device)
         a_to = alphas[timestep].to(sample.device)
         with autocast(model):
-            output = model.denoiser(sample.to(model.dtype), timestep, encoder_hidden_states=text_embedding).sample
+            output = model.family.predict(model, sample, timestep, text_embedding)
         _, noise = split_prediction(scheduler, output, sample, timestep)
         clean = (sample - (1 - a_from).sqrt() * noise) / a_from.sqrt()
         sample = a_to.sqrt() * clean + (1 - a_to).sqrt() * noise

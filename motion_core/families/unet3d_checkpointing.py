@@ -1,4 +1,5 @@
-"""Gradient checkpointing for ``UNet3DConditionModel`` (diffusers has none for it).
+"""Gradient checkpointing for ``UNet3DConditionModel`` (diffusers has none for it) and AnimateDiff's ``UNetMotionModel``
+(whose own checkpoints only its ResNets).
 
 Inside each down, mid and up block, every layer (each ResNet, temporal convolution, spatial transformer,
 temporal transformer, down- and upsampler) runs under ``torch.utils.checkpoint`` while the context is active:
@@ -18,8 +19,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-# The ModuleList attributes of diffusers' 3D UNet blocks that hold the layers run one after another.
-LAYER_LISTS = ("resnets", "temp_convs", "attentions", "temp_attentions", "downsamplers", "upsamplers")
+# The ModuleList attributes of diffusers' 3D UNet and motion UNet blocks that hold the layers run one after another.
+LAYER_LISTS = ("resnets", "temp_convs", "attentions", "temp_attentions", "motion_modules", "downsamplers", "upsamplers")
 
 
 def _checkpointed(forward: Callable[..., Any]) -> Callable[..., Any]:

@@ -25,7 +25,8 @@ from ..motion_sites import TemporalBlock
 
 LAYER_SETS = ("paper", "paper+640", "all")
 
-_BLOCK_PATTERN = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.temp_attentions\.(\d+)$|^mid_block\.temp_attentions\.0$|^transformer_in$")
+#: The temporal blocks of a ``UNet3DConditionModel``.
+UNET3D_BLOCKS = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.temp_attentions\.(\d+)$|^mid_block\.temp_attentions\.0$|^transformer_in$")
 
 
 def _block_level(name: str, num_levels: int) -> int:
@@ -37,12 +38,17 @@ def _block_level(name: str, num_levels: int) -> int:
     return int(index) if kind == "down_blocks" else num_levels - 1 - int(index)
 
 
-def find_temporal_blocks(unet: nn.Module) -> list[TemporalBlock]:
-    """Every temporal block of ``unet`` in module order (down, mid, up; ``transformer_in`` first)."""
+def find_temporal_blocks(unet: nn.Module, pattern: re.Pattern[str] = UNET3D_BLOCKS) -> list[TemporalBlock]:
+    """Every temporal block of ``unet`` in module order (down, mid, up; ``transformer_in`` first).
+
+    ``pattern`` matches the blocks' module names (:data:`UNET3D_BLOCKS`; AnimateDiff's motion modules have their own);
+    a block is any module with a ``proj_in`` (its width) and frames-only ``attn1`` / ``attn2`` inside, in the
+    ``(B*h*w, N, C)`` layout, levels counted from the UNet's ``block_out_channels``.
+    """
     num_levels = len(unet.config.block_out_channels)
     blocks: list[TemporalBlock] = []
     for name, module in unet.named_modules():
-        if not _BLOCK_PATTERN.match(name):
+        if not pattern.match(name):
             continue
         attention_names = tuple(
             f"{name}.{sub}" for sub, child in module.named_modules() if sub.endswith(("attn1", "attn2")) and hasattr(child, "set_processor")
@@ -52,11 +58,11 @@ def find_temporal_blocks(unet: nn.Module) -> list[TemporalBlock]:
     return blocks
 
 
-def select_temporal_blocks(unet: nn.Module, layer_set: str) -> list[TemporalBlock]:
+def select_temporal_blocks(unet: nn.Module, layer_set: str, pattern: re.Pattern[str] = UNET3D_BLOCKS) -> list[TemporalBlock]:
     """The temporal blocks of ``layer_set`` (one of :data:`LAYER_SETS`)."""
     if layer_set not in LAYER_SETS:
         raise InvalidSettingError(f"Unknown layer set {layer_set!r}; choose one of {', '.join(LAYER_SETS)}.")
-    blocks = find_temporal_blocks(unet)
+    blocks = find_temporal_blocks(unet, pattern)
     if layer_set == "all":
         return blocks
     in_blocks = [b for b in blocks if b.name.startswith(("down_blocks", "up_blocks"))]
@@ -67,12 +73,12 @@ def select_temporal_blocks(unet: nn.Module, layer_set: str) -> list[TemporalBloc
     return [b for b in in_blocks if b.level in levels]
 
 
-def describe_layer_set(unet: nn.Module, layer_set: str) -> str:
+def describe_layer_set(unet: nn.Module, layer_set: str, pattern: re.Pattern[str] = UNET3D_BLOCKS) -> str:
     """Human-readable summary, e.g. ``"5 blocks: down_blocks.2 x2, up_blocks.1 x3 (1280 ch)"``."""
-    blocks = select_temporal_blocks(unet, layer_set)
+    blocks = select_temporal_blocks(unet, layer_set, pattern)
     groups: dict[str, int] = {}
     for block in blocks:
-        key = block.name.rsplit(".temp_attentions", 1)[0]
+        key = re.sub(r"\.(temp_attentions|motion_modules)\.\d+$", "", block.name)
         groups[key] = groups.get(key, 0) + 1
     widths = sorted({b.channels for b in blocks})
     parts = ", ".join(f"{k} x{v}" for k, v in groups.items())
@@ -85,6 +91,7 @@ def build_processors(
     blocks: list[TemporalBlock] | tuple[TemporalBlock, ...] = (),
     query_key: Mapping[str, torch.Tensor] | None = None,
     value: Mapping[str, torch.Tensor] | None = None,
+    pattern: re.Pattern[str] = UNET3D_BLOCKS,
 ) -> dict[str, MotionAttnProcessor]:
     """Processors for every temporal attention layer of ``unet``.
 
@@ -99,7 +106,7 @@ def build_processors(
     value = value or {}
     selected = {block.name: block for block in blocks}
     processors: dict[str, MotionAttnProcessor] = {}
-    for block in find_temporal_blocks(unet):
+    for block in find_temporal_blocks(unet, pattern):
         for attention in block.attention_names:
             if block.name in selected:
                 processors[attention] = MotionAttnProcessor(query_key.get(block.name), value.get(attention), kernel)

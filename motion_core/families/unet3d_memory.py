@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .unet3d_layers import find_temporal_blocks
-
 if TYPE_CHECKING:
     from ..model_loading import VideoModel
 
@@ -76,7 +74,7 @@ def _temporal_scores_elements(model: VideoModel, batch: int, frames: int, latent
         return 0
     modules = dict(model.denoiser.named_modules())
     largest = 0
-    for block in find_temporal_blocks(model.denoiser):
+    for block in model.family.find_sites(model.denoiser):
         h, w = block.grid(latent_height, latent_width)
         heads = int(getattr(modules[block.attention_names[0]], "heads", 1))
         largest = max(largest, batch * h * w * heads * frames * frames)

@@ -134,6 +134,99 @@ def save_tiny_model(
     return folder
 
 
+# A tiny SD1.5-style UNet and motion adapter (AnimateDiff): 3 levels, a motion module after every ResNet, a mid one.
+TINY_ANIMATEDIFF_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [16, 32, 32],
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "cross_attention_dim": 32,
+    "attention_head_dim": 4,
+}
+TINY_MOTION_ADAPTER_CONFIG: dict[str, Any] = {
+    "block_out_channels": [16, 32, 32],
+    "motion_layers_per_block": 1,
+    "motion_transformer_layers_per_block": 1,
+    "motion_mid_block_layers_per_block": 1,
+    "motion_num_attention_heads": 2,
+    "motion_norm_num_groups": 8,
+    "motion_max_seq_length": 32,
+    "use_motion_mid_block": True,
+}
+
+
+# Stable Diffusion 1.5's UNet and the AnimateDiff v2 motion adapter (mm_sd_v15_v2), as their configs give them
+# (cross_attention_dim is CLIP ViT-L's 768; benchmarks pair it with a narrower tiny text encoder and override it).
+SD15_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [320, 640, 1280, 1280],
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+}
+ANIMATEDIFF_V2_ADAPTER_CONFIG: dict[str, Any] = {
+    "block_out_channels": [320, 640, 1280, 1280],
+    "motion_layers_per_block": 2,
+    "motion_mid_block_layers_per_block": 1,
+    "motion_num_attention_heads": 8,
+    "motion_norm_num_groups": 32,
+    "motion_max_seq_length": 32,
+    "use_motion_mid_block": True,
+}
+
+
+def save_animatediff_sd15_model(folder: str | Path, cross_attention_dim: int = 32) -> Path:
+    """A random-weight AnimateDiff folder with the full SD1.5 UNet and v2 motion adapter architecture (about 1.3 B
+    parameters) and the tiny VAE / text encoder (so ``cross_attention_dim`` is the tiny encoder's width): for
+    benchmarks of the real architecture's cost."""
+    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+
+    folder = save_tiny_animatediff_model(folder)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**{**SD15_UNET_CONFIG, "cross_attention_dim": cross_attention_dim})
+    motion = UNetMotionModel.from_unet2d(unet, MotionAdapter(**ANIMATEDIFF_V2_ADAPTER_CONFIG))
+    motion.save_pretrained(folder / "unet", safe_serialization=True)
+    return folder
+
+
+def build_tiny_animatediff_parts(seed: int = 0) -> dict[str, Any]:
+    """Random tiny ``unet`` (SD-style ``UNet2DConditionModel``), ``motion_adapter`` and the tiny VAE, CLIP, tokenizer
+    and DDIM scheduler of :func:`build_tiny_pipeline_parts`: the parts of an ``AnimateDiffPipeline``."""
+    from diffusers import MotionAdapter, UNet2DConditionModel
+
+    parts = build_tiny_pipeline_parts(seed)
+    torch.manual_seed(seed)
+    parts["unet"] = UNet2DConditionModel(**TINY_ANIMATEDIFF_UNET_CONFIG).eval()
+    torch.manual_seed(seed + 3)
+    adapter = MotionAdapter(**TINY_MOTION_ADAPTER_CONFIG).eval()
+    # AnimateDiff starts its motion modules' output projections at zero, which would make every motion module a
+    # no-op and hide bugs in attention patching; give them small random weights instead.
+    with torch.no_grad():
+        for name, param in adapter.named_parameters():
+            if "proj_out" in name:
+                param.normal_(0.0, 0.2)
+    parts["motion_adapter"] = adapter
+    return parts
+
+
+def save_tiny_animatediff_model(folder: str | Path, seed: int = 0) -> Path:
+    """Save a tiny random AnimateDiff model as a diffusers ``AnimateDiffPipeline`` folder and return its path."""
+    from diffusers import AnimateDiffPipeline
+
+    folder = Path(folder)
+    AnimateDiffPipeline(**build_tiny_animatediff_parts(seed)).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 # A Wan transformer small enough to build and run in milliseconds (24 k parameters): 2 blocks of 2 heads x 12.
 TINY_WAN_CONFIG: dict[str, Any] = {
     "patch_size": (1, 2, 2),
