@@ -24,7 +24,7 @@ from .recommended_settings import RecommendedSettings, read_recommended_settings
 
 __all__ = [
     "KNOWN_UNSUPPORTED", "PRECISION_CHOICES", "VideoModel", "architecture_hash", "clear_model_cache", "detect_family",
-    "load_video_model", "resolve_dtype",
+    "load_animatediff_files_model", "load_video_model", "resolve_dtype",
 ]
 
 logger = logging.getLogger(__name__)
@@ -167,23 +167,47 @@ def load_video_model(
         _cache.clear()
     logger.info("Loading %s (%s, %s, %s attention) on %s", folder.name, family, dtype, kernel, device)
     parts = family.load_components(folder, read_model_index(folder), dtype)
-    for module_name in ("denoiser", "vae", "text_encoder"):
-        parts[module_name].to(device).eval().requires_grad_(False)
-    model = VideoModel(
-        name=folder.name,
-        path=folder,
-        family=family,
-        device=device,
-        dtype=dtype,
-        kernel=kernel,
-        identity={"name": folder.name, "architecture": architecture_hash(parts["denoiser"].config)},
-        recommended=read_recommended_settings(folder, family.layer_sets),
-        **parts,
-    )
+    model = _assemble(folder.name, folder, family, parts, device, dtype, kernel, read_recommended_settings(folder, family.layer_sets))
     if use_cache:
         with _cache_lock:
             _cache[key] = model
     return model
+
+
+def _assemble(name: str, path: Path, family: ModelFamily, parts: dict[str, Any], device: torch.device, dtype: torch.dtype,
+              kernel: AttentionKernel, recommended: RecommendedSettings) -> VideoModel:
+    """A :class:`VideoModel` of loaded ``parts``, frozen, in eval mode, on ``device``."""
+    for module_name in ("denoiser", "vae", "text_encoder"):
+        parts[module_name].to(device).eval().requires_grad_(False)
+    return VideoModel(name=name, path=path, family=family, device=device, dtype=dtype, kernel=kernel,
+                      identity={"name": name, "architecture": architecture_hash(parts["denoiser"].config)},
+                      recommended=recommended, **parts)
+
+
+def load_animatediff_files_model(
+    checkpoint: str | Path,
+    motion_module: str | Path,
+    tokenizer_dir: str | Path,
+    precision: str = "auto",
+    attention: str = "auto",
+    device: torch.device | str | None = None,
+    config_dir: str | Path | None = None,
+) -> VideoModel:
+    """An AnimateDiff model from an SD1.5 checkpoint and a motion module (single files, as ComfyUI users keep them;
+    see :mod:`motion_core.families.animatediff_files`), named ``"<checkpoint> + <motion module>"``. Not cached.
+    ``config_dir``: the part configs (default: SD1.5's, shipped with the pack)."""
+    from .families.animatediff import AnimateDiffFamily
+    from .families.animatediff_files import SD15_CONFIGS, load_animatediff_files
+
+    checkpoint, motion_module = Path(checkpoint), Path(motion_module)
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    family = AnimateDiffFamily()
+    dtype = resolve_dtype(precision, device)
+    kernel = family.resolve_kernel(attention, device)
+    name = f"{checkpoint.stem} + {motion_module.stem}"
+    logger.info("Loading %s (%s, %s, %s attention) on %s", name, family, dtype, kernel, device)
+    parts = load_animatediff_files(checkpoint, motion_module, Path(tokenizer_dir), dtype, Path(config_dir or SD15_CONFIGS))
+    return _assemble(name, checkpoint, family, parts, device, dtype, kernel, RecommendedSettings())
 
 
 def clear_model_cache() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import comfy_bridge
 from .embedding_nodes import ApplyMotionEmbedding, LoadMotionEmbedding, SaveMotionEmbedding
-from .model_nodes import LoadVideoModel
+from .model_nodes import LoadAnimateDiffModel, LoadVideoModel
 from .native_nodes import ApplyMotionEmbeddingNative, EncodePromptWithModel, MotionStartNoiseNode, TrainMotionEmbeddingNative
 from .sampler_nodes import MotionSampler
 from .training_nodes import TrainMotionEmbedding
@@ -25,6 +25,7 @@ NODE_CLASS_MAPPINGS = {
     "MI_MotionStartNoise": MotionStartNoiseNode,
     "MI_EncodePromptWithModel": EncodePromptWithModel,
     "MI_TrainMotionEmbeddingNative": TrainMotionEmbeddingNative,
+    "MI_LoadAnimateDiffModel": LoadAnimateDiffModel,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -39,4 +40,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "MI_MotionStartNoise": "Motion Start Noise (native)",
     "MI_EncodePromptWithModel": "Encode Prompt with Video Model (native)",
     "MI_TrainMotionEmbeddingNative": "Train Motion Embedding (native MODEL)",
+    "MI_LoadAnimateDiffModel": "Load AnimateDiff Model (checkpoint + motion module)",
 }

@@ -45,6 +45,8 @@ BUNDLED_CLIPS_DIR = PACK_DIR / "assets" / "sample_clips"
 BUNDLED_EMBEDDINGS_DIR = PACK_DIR / "assets" / "embeddings"
 BUNDLED_SUFFIX = " (bundled demo)"
 EMBEDDING_FOLDER = "motion_embeddings"
+MOTION_MODULE_FOLDER = "animatediff_models"  # AnimateDiff-Evolved's folder name, shared with it
+WEIGHT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif", ".m4v", ".webp")
 
 _standalone_root = Path(os.environ.get("MOTION_INVERSION_HOME", "motion_inversion_data"))
@@ -63,7 +65,8 @@ def use_standalone_folders(root: str | Path) -> None:
 
 
 def register_folders() -> None:
-    """Register ``models/motion_embeddings`` with ComfyUI (so ``extra_model_paths.yaml`` entries work too)."""
+    """Register ``models/motion_embeddings`` with ComfyUI (so ``extra_model_paths.yaml`` entries work too), and
+    AnimateDiff-Evolved's ``models/animatediff_models`` when that pack has not registered it."""
     if folder_paths is None:
         return
     default = os.path.join(folder_paths.models_dir, EMBEDDING_FOLDER)
@@ -71,6 +74,37 @@ def register_folders() -> None:
         folder_paths.add_model_folder_path(EMBEDDING_FOLDER, default, is_default=True)
     else:
         folder_paths.folder_names_and_paths[EMBEDDING_FOLDER] = ([default], {".safetensors"})
+    if MOTION_MODULE_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[MOTION_MODULE_FOLDER] = (
+            [os.path.join(folder_paths.models_dir, MOTION_MODULE_FOLDER)], set(WEIGHT_EXTENSIONS))
+
+
+def list_model_files(kind: str) -> dict[str, Path]:
+    """Choice name -> file for a ComfyUI model folder kind (``checkpoints``, ``animatediff_models``); outside ComfyUI,
+    the weight files in ``models/<kind>`` of the standalone folders."""
+    if folder_paths is not None:
+        found: dict[str, Path] = {}
+        for name in folder_paths.get_filename_list(kind):
+            path = folder_paths.get_full_path(kind, name)
+            if path:
+                found[name] = Path(path)
+        return found
+    root = _standalone_root / "models" / kind
+    files = sorted(root.rglob("*")) if root.is_dir() else []
+    return {p.relative_to(root).as_posix(): p for p in files if p.suffix in WEIGHT_EXTENSIONS}
+
+
+def sd1_tokenizer_dir() -> Path:
+    """The CLIP tokenizer of SD1.x: ComfyUI's own ``comfy/sd1_tokenizer`` (every ComfyUI has it); outside ComfyUI,
+    ``models/sd1_tokenizer`` of the standalone folders."""
+    if folder_paths is not None:
+        try:
+            import comfy.sd1_clip  # type: ignore[import-not-found]
+
+            return Path(comfy.sd1_clip.__file__).resolve().parent / "sd1_tokenizer"
+        except ImportError:
+            return Path(folder_paths.base_path) / "comfy" / "sd1_tokenizer"
+    return _standalone_root / "models" / "sd1_tokenizer"
 
 
 def _model_roots(kind: str) -> list[Path]:

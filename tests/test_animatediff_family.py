@@ -227,3 +227,94 @@ def test_the_nodes_list_load_train_and_sample_an_animatediff_folder(pack, tiny_a
     (video,) = run("MI_MotionSampler", model=applied, prompt="a blue circle", negative_prompt="", width=32, height=32,
                    frames=6, steps=2, cfg=3.0, seed=0, scheduler="ddim", noise_prior=0.5)
     assert video.shape == (6, 32, 32, 3) and torch.isfinite(video).all()
+
+
+def test_an_sd15_checkpoint_and_a_motion_module_load_as_the_same_model(animatediff, tmp_path):
+    """Single files in the layouts ComfyUI users keep (SD1.5 checkpoint keys; original motion-module keys with
+    their position tables) load through diffusers' converters into exactly the folder's model."""
+    from motion_core.model_loading import load_animatediff_files_model
+    from motion_core.testing.sd_single_files import save_part_configs, save_single_files
+    from motion_core.testing.tiny_models import build_tiny_animatediff_parts
+
+    parts = build_tiny_animatediff_parts(seed=0)  # the same weights the folder fixture saved
+    checkpoint, module = save_single_files(parts, tmp_path / "sd15.safetensors", tmp_path / "mm_tiny.safetensors")
+    configs = save_part_configs(parts, tmp_path / "configs")
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint), "pt") as handle:
+        keys = list(handle.keys())
+    assert any(k.startswith("model.diffusion_model.input_blocks.1.1.") for k in keys)
+    assert any(k.startswith("first_stage_model.encoder.down.0.block.0.") for k in keys)
+    with safe_open(str(module), "pt") as handle:
+        assert any(".temporal_transformer.transformer_blocks.0.attention_blocks.1.pos_encoder.pe" in k for k in handle.keys())
+
+    config_file = configs / "tokenizer" / "tokenizer_config.json"  # a tokenizer saying 8192, as ComfyUI's sd1_tokenizer does
+    config_file.write_text(config_file.read_text().replace('"model_max_length": 12', '"model_max_length": 8192'))
+    assert '"model_max_length": 8192' in config_file.read_text()
+    model = load_animatediff_files_model(checkpoint, module, configs / "tokenizer", "fp32", "auto", "cpu", config_dir=configs)
+    assert model.tokenizer.model_max_length == model.text_encoder.config.max_position_embeddings == 12
+    assert model.family.name == "animatediff" and model.name == "sd15 + mm_tiny"
+    assert model.identity["architecture"] == animatediff.identity["architecture"]  # embeddings move between the two
+    for ours, theirs in ((model.denoiser, animatediff.denoiser), (model.vae, animatediff.vae), (model.text_encoder, animatediff.text_encoder)):
+        state = theirs.state_dict()
+        assert ours.state_dict().keys() == state.keys()
+        assert all(torch.equal(tensor, state[key]) for key, tensor in ours.state_dict().items())
+    clip = moving_square_clip(frames=6, size=32)
+    trained = train_motion_embedding(animatediff, clip, config(steps=2)).embedding
+    assert torch.equal(sample_video(model, small(steps=2, seed=4), AppliedMotion(trained)),
+                       sample_video(animatediff, small(steps=2, seed=4), AppliedMotion(trained)))
+
+
+def test_files_that_are_not_an_sd15_checkpoint_or_a_motion_module_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from motion_core.errors import ModelLoadError
+    from motion_core.families.animatediff_files import adapter_config, read_state_dict
+    from motion_core.model_loading import load_animatediff_files_model
+
+    save_file({"some.weight": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ModelLoadError, match="not a Stable Diffusion checkpoint"):
+        load_animatediff_files_model(tmp_path / "other.safetensors", tmp_path / "other.safetensors", tmp_path, "fp32", "auto", "cpu")
+    with pytest.raises(ModelLoadError, match="not an AnimateDiff motion module"):
+        adapter_config({"some.weight": torch.zeros(2)}, {"block_out_channels": [8, 8]})
+    (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadError, match="Could not read broken.safetensors"):
+        read_state_dict(tmp_path / "broken.safetensors")
+    torch.save({"state_dict": {"w": torch.ones(1)}, "epoch": 3}, tmp_path / "lightning.ckpt")
+    assert set(read_state_dict(tmp_path / "lightning.ckpt")) == {"w"}
+    with pytest.raises(ModelLoadError, match="expected a .safetensors"):
+        (tmp_path / "model.gguf").write_bytes(b"x")
+        read_state_dict(tmp_path / "model.gguf")
+
+
+def test_the_loader_node_reads_a_checkpoint_and_a_motion_module_and_trains_on_them(pack, tmp_path, monkeypatch):
+    """As in ComfyUI: files in models/checkpoints and models/animatediff_models, the SD1 tokenizer ComfyUI ships
+    (here the standalone folders' models/sd1_tokenizer), the pack's part configs (here the tiny model's)."""
+    from motion_core.testing.sd_single_files import save_part_configs, save_single_files
+    from motion_core.testing.tiny_models import build_tiny_animatediff_parts
+
+    bridge = pack.nodes.comfy_bridge
+    bridge.use_standalone_folders(tmp_path)
+    models = tmp_path / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    (models / "animatediff_models").mkdir()
+    parts = build_tiny_animatediff_parts(seed=1)
+    save_single_files(parts, models / "checkpoints" / "tiny_sd15.safetensors", models / "animatediff_models" / "mm_tiny.safetensors")
+    configs = save_part_configs(parts, tmp_path / "configs")
+    (configs / "tokenizer").rename(models / "sd1_tokenizer")
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module(f"{pack.__name__}.motion_core.families.animatediff_files"), "SD15_CONFIGS", configs)
+    inputs = pack.NODE_CLASS_MAPPINGS["MI_LoadAnimateDiffModel"].INPUT_TYPES()["required"]
+    assert inputs["checkpoint"][0] == ["tiny_sd15.safetensors"] and inputs["motion_module"][0] == ["mm_tiny.safetensors"]
+
+    node = pack.NODE_CLASS_MAPPINGS["MI_LoadAnimateDiffModel"]()
+    with torch.inference_mode():  # as ComfyUI's executor does
+        (model,) = node.load("tiny_sd15.safetensors", "mm_tiny.safetensors", "fp32", "auto")
+        with pytest.raises(pack.motion_core.errors.ModelLoadError, match="'gone.ckpt' was not found"):
+            node.load("tiny_sd15.safetensors", "gone.ckpt", "fp32", "auto")
+    assert model.model.family.name == "animatediff"
+    training = pack.motion_core.training
+    settings = training.TrainingConfig(prompt=PROMPT, steps=2, layer_set="all", inversion_steps=0, save_every=0)
+    result = training.train_motion_embedding(model.model, moving_square_clip(frames=6, size=32), settings)
+    assert len(result.losses) == 2 and all(torch.isfinite(torch.tensor(result.losses)))
