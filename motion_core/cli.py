@@ -32,7 +32,7 @@ from .embedding_file import load_embedding, read_embedding_info
 from .errors import EmbeddingFileError, InvalidSettingError, MotionInversionError, VideoInputError
 from .families import FAMILIES, LAYER_CHOICES
 from .frame_resize import RESIZE_MODES, resize_frames, snap_size
-from .model_loading import PRECISION_CHOICES, load_video_model
+from .model_loading import PRECISION_CHOICES, VideoModel, load_animatediff_files_model, load_video_model
 from .recommended_settings import (
     SETTINGS_FILE,
     RecommendedSettings,
@@ -213,12 +213,26 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path, help="diffusers text-to-video folder (e.g. ZeroScope)")
+    parser.add_argument("--model", required=True, type=Path,
+                        help="diffusers text-to-video folder (e.g. ZeroScope), or with --motion-module an SD1.5 checkpoint file")
+    parser.add_argument("--motion-module", type=Path, default=None,
+                        help="AnimateDiff motion module file (mm_sd_v15_v2, v3_sd15_mm, ...): --model is then an SD1.5 checkpoint")
+    parser.add_argument("--tokenizer", type=Path, default=None,
+                        help="CLIP tokenizer folder for --motion-module (e.g. ComfyUI/comfy/sd1_tokenizer)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default=parameter_default(load_video_model, "precision"),
                         help="precision of the model's weights (auto: chosen for the device)")
     parser.add_argument("--attention", choices=ATTENTION_CHOICES, default=parameter_default(load_video_model, "attention"),
                         help="attention kernel of the temporal layers")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
+
+def _load_model(args: argparse.Namespace) -> VideoModel:
+    """The model ``--model`` names: a diffusers folder, or an SD1.5 checkpoint with ``--motion-module``."""
+    if args.motion_module is None:
+        return load_video_model(args.model, args.precision, args.attention, args.device)
+    if args.tokenizer is None:
+        raise InvalidSettingError("--motion-module needs --tokenizer: a CLIP tokenizer folder such as ComfyUI/comfy/sd1_tokenizer.")
+    return load_animatediff_files_model(args.model, args.motion_module, args.tokenizer, args.precision, args.attention, args.device)
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser, what: str) -> None:
@@ -417,7 +431,7 @@ def _train(args: argparse.Namespace) -> None:
     resume = load_embedding(args.resume) if args.resume is not None else None
     # An existing file is replaced only by a finished run: periodic and interrupted saves go to a new name beside it.
     target = unused_sibling(args.out, "unfinished") if args.out.exists() else args.out
-    model = load_video_model(args.model, args.precision, args.attention, args.device)
+    model = _load_model(args)
     frames = _read_training_frames(args, model.size_multiple)
     report_every = max(1, config.steps // 20)
 
@@ -458,7 +472,7 @@ def _sample(args: argparse.Namespace) -> None:
         logger.info("Applying %s at strength %g in %s mode", args.embedding.name, motion.strength, motion.resolved_mode)
     embedding_frames = motion.embedding.info.train_frames if motion is not None else None
     apply_recommended(args, SAMPLING_SETTINGS, "sample", recommended, args.model.name, embedding_frames)
-    model = load_video_model(args.model, args.precision, args.attention, args.device)
+    model = _load_model(args)
     values = {s.field: getattr(args, s.dest) for s in SAMPLING_SETTINGS}
     values["width"], values["height"] = snap_size(args.width, args.height, model.size_multiple)
     config = SamplingConfig(prompt=args.prompt, **values)

@@ -318,3 +318,28 @@ def test_the_loader_node_reads_a_checkpoint_and_a_motion_module_and_trains_on_th
     settings = training.TrainingConfig(prompt=PROMPT, steps=2, layer_set="all", inversion_steps=0, save_every=0)
     result = training.train_motion_embedding(model.model, moving_square_clip(frames=6, size=32), settings)
     assert len(result.losses) == 2 and all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_cli_trains_and_samples_from_a_checkpoint_and_a_motion_module(tmp_path, monkeypatch, caplog):
+    import motion_core.families.animatediff_files as files
+    from motion_core.testing.sd_single_files import save_part_configs, save_single_files
+    from motion_core.testing.tiny_models import build_tiny_animatediff_parts
+    from motion_core.video_io import write_video
+
+    parts = build_tiny_animatediff_parts(seed=2)
+    checkpoint, module = save_single_files(parts, tmp_path / "sd15.safetensors", tmp_path / "mm.safetensors")
+    configs = save_part_configs(parts, tmp_path / "configs")
+    monkeypatch.setattr(files, "SD15_CONFIGS", configs)
+    video = tmp_path / "ref.mp4"
+    write_video(moving_square_clip(frames=6, size=32), video, 8.0)
+    embedding, out = tmp_path / "ad.safetensors", tmp_path / "out.mp4"
+    common = ["--model", str(checkpoint), "--motion-module", str(module), "--tokenizer", str(configs / "tokenizer"),
+              "--device", "cpu", "--width", "32", "--height", "32", "--prompt", PROMPT]
+    assert cli.main(["train", *common, "--video", str(video), "--out", str(embedding), "--frames", "6", "--steps", "2",
+                     "--inversion-steps", "2"]) == 0
+    assert read_embedding_info(embedding)[0].base_model["name"] == "sd15 + mm"
+    assert cli.main(["sample", *common, "--embedding", str(embedding), "--out", str(out), "--frames", "6", "--steps", "2"]) == 0
+    assert read_video_frames(out).frames.shape == (6, 32, 32, 3)
+    no_tokenizer = [a for a in common if a not in ("--tokenizer", str(configs / "tokenizer"))]
+    assert cli.main(["sample", *no_tokenizer, "--out", str(tmp_path / "x.mp4"), "--frames", "6", "--steps", "1"]) == 2
+    assert "--motion-module needs --tokenizer" in caplog.text
