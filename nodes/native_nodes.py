@@ -17,15 +17,15 @@ from ..motion_core.loss_plot import render_loss_curve
 from ..motion_core.native_training import train_foreign_wan
 from ..motion_core.safe_paths import unique_output_path
 from ..motion_core.sampling import SamplingConfig, blend_noise_prior
-from ..motion_core.training import CHECKPOINTING_CHOICES, TrainingConfig
+from ..motion_core.training import TrainingConfig
 from . import comfy_bridge
 from .auto_widgets import AUTO_LAYERS
 from .embedding_facts import embedding_facts
 from .embedding_nodes import ApplyMotionEmbedding
-from .handles import CATEGORY, EMBEDDING_PREFIX, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
+from .handles import CATEGORY, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
 from .native_wan import patch_wan_model
 from .native_wan_training import comfy_wan, conditioning_tensor, reference_latent
-from .training_nodes import step_reporter
+from .training_nodes import TrainMotionEmbedding, step_reporter
 
 logger = logging.getLogger(__name__)
 # Stored as the embedding's prompt: the native node gets CONDITIONING, not the prompt's text.
@@ -178,6 +178,7 @@ class TrainMotionEmbeddingNative:
     @classmethod
     def INPUT_TYPES(cls):
         wan = WanFamily()
+        shared = TrainMotionEmbedding.INPUT_TYPES()["required"]
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "A Wan 2.1/2.2 text-to-video model from Load Diffusion Model (its weights stay frozen; LoRAs on it take part)."}),
@@ -187,10 +188,8 @@ class TrainMotionEmbeddingNative:
                 "learning_rate": ("FLOAT", {"default": _training_default("learning_rate"), "min": 1e-5, "max": 10.0, "step": 0.001, "tooltip": "AdamW learning rate of the embeddings."}),
                 "layers": ([AUTO_LAYERS, *wan.layer_sets], {"default": AUTO_LAYERS, "tooltip": "auto: alternate. " + wan.layer_set_help}),
                 "loss": (list(wan.losses), {"default": _training_default("loss"), "tooltip": "base: plain flow-matching loss. debiased_temporal: for objects that deform a lot."}),
-                "seed": ("INT", {"default": _training_default("seed"), "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of the noise and noise levels drawn at each step."}),
-                "gradient_checkpointing": (list(CHECKPOINTING_CHOICES), {"default": _training_default("gradient_checkpointing"), "tooltip": "Recompute each block in the backward pass: much less memory, slower. auto: on only when the estimate says training would not fit without it."}),
-                "save_every": ("INT", {"default": _training_default("save_every"), "min": 0, "max": 100_000, "tooltip": "Also save the embedding every n steps (0: only at the end). Cancel always saves what was trained."}),
-                "filename_prefix": ("STRING", {"default": EMBEDDING_PREFIX, "tooltip": "File name under models/motion_embeddings; subfolders allowed, nothing outside it."}),
+                # the same widgets as Train Motion Embedding (one source for their range, default and tooltip)
+                **{name: shared[name] for name in ("seed", "gradient_checkpointing", "save_every", "filename_prefix")},
             },
             "optional": {
                 "inversion_conditioning": ("CONDITIONING", {"tooltip": "The prompt the reference's inversion (the start latent stored with the embedding) runs with: CLIP Text Encode of an empty prompt, as the diffusers path does. Not connected: the positive."}),

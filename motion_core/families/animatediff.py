@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from ..errors import InvalidSettingError, ModelLoadError
+from ..errors import InvalidSettingError
 from ..motion_sites import TemporalBlock
 from .unet3d import UNet3DFamily
 from .unet3d_layers import build_processors, describe_layer_set, find_temporal_blocks, select_temporal_blocks
@@ -52,23 +51,6 @@ class AnimateDiffFamily(UNet3DFamily):
         "paper: the motion modules of the deepest level (1280-channel on SD1.5). paper+640 adds the next level. "
         "all: every motion module."
     )
-
-    # ----- loading -----
-    def load_components(self, folder: Path, index: Mapping[str, Any], dtype: torch.dtype) -> dict[str, Any]:
-        from diffusers import AutoencoderKL, DDIMScheduler, UNetMotionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
-
-        common = {"local_files_only": True, "low_cpu_mem_usage": False}
-        try:
-            return {
-                "denoiser": UNetMotionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, **common),
-                "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32, **common),
-                "text_encoder": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype, **common),
-                "tokenizer": CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **common),
-                "scheduler": DDIMScheduler.from_pretrained(folder, subfolder="scheduler", **common),
-            }
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise ModelLoadError(f"Could not load {folder.name}: {str(exc)[:500]}") from None
 
     # ----- motion sites -----
     def find_sites(self, denoiser: nn.Module) -> list[TemporalBlock]:

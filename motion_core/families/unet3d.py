@@ -72,13 +72,17 @@ class UNet3DFamily(ModelFamily):
 
     # ----- loading -----
     def load_components(self, folder: Path, index: Mapping[str, Any], dtype: torch.dtype) -> dict[str, Any]:
-        from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+        """The denoiser (the diffusers class :attr:`denoiser_classes` names) from ``unet/`` with SD's VAE, CLIP text
+        encoder and tokenizer and a DDIM scheduler of the folder's config."""
+        import diffusers
+        from diffusers import AutoencoderKL, DDIMScheduler
         from transformers import CLIPTextModel, CLIPTokenizer
 
+        denoiser_class = getattr(diffusers, self.denoiser_classes[0])
         common = {"local_files_only": True, "low_cpu_mem_usage": False}
         try:
             return {
-                "denoiser": UNet3DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, **common),
+                "denoiser": denoiser_class.from_pretrained(folder, subfolder=self.denoiser_folder, torch_dtype=dtype, **common),
                 "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32, **common),
                 "text_encoder": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype, **common),
                 "tokenizer": CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **common),
