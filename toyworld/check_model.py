@@ -47,6 +47,7 @@ TARGETS = {"colour_acc": 0.90, "shape_acc": 0.90, "presence": 0.95}
 #: Pipeline class -> (frames, size, extra call kwargs) the toy model of that family was trained for.
 GEOMETRY: dict[str, tuple[int, int, dict]] = {
     "TextToVideoSDPipeline": (8, 32, {}),
+    "AnimateDiffPipeline": (8, 32, {}),
     # The toy tokenizer's 16 positions (WanPipeline's default is 512, UMT5's).
     "WanPipeline": (WAN_FRAMES, WAN_SIZE, {"max_sequence_length": 16}),
 }

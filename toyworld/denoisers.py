@@ -242,6 +242,64 @@ class Unet3dRecipe:
         pipe.save_pretrained(out)
 
 
+#: The toy-world AnimateDiff: an SD-style 2-D UNet at the UNet3D toy's widths plus a motion adapter with a motion
+#: module after every ResNet (and a mid one), as AnimateDiff's; trained from scratch together.
+ANIMATEDIFF_UNET_CONFIG: dict = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [48, 96],
+    "layers_per_block": 1,
+    "norm_num_groups": 16,
+    "cross_attention_dim": TEXT_HIDDEN,
+    "attention_head_dim": 8,
+}
+ANIMATEDIFF_ADAPTER_CONFIG: dict = {
+    "block_out_channels": [48, 96],
+    "motion_layers_per_block": 1,
+    "motion_mid_block_layers_per_block": 1,
+    "motion_num_attention_heads": 4,
+    "motion_norm_num_groups": 16,
+    "motion_max_seq_length": 32,
+    "use_motion_mid_block": True,
+}
+
+
+@dataclass
+class AnimateDiffRecipe(Unet3dRecipe):
+    """The toy-world AnimateDiff (``assets/toyworld-animatediff``): the UNet3D toy's VAE, text encoder recipe,
+    objective and 8 frames of 32x32, with a ``UNetMotionModel`` (2-D UNet + motion modules) as the denoiser."""
+
+    name: str = "animatediff"
+
+    def __post_init__(self) -> None:
+        self.extra_info = {"family": "animatediff", "unet_config": ANIMATEDIFF_UNET_CONFIG,
+                           "motion_adapter_config": ANIMATEDIFF_ADAPTER_CONFIG}
+
+    def build_model(self, seed: int):
+        """A fresh ``UNetMotionModel`` from :data:`ANIMATEDIFF_UNET_CONFIG` and :data:`ANIMATEDIFF_ADAPTER_CONFIG`."""
+        from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**ANIMATEDIFF_UNET_CONFIG)
+        return UNetMotionModel.from_unet2d(unet, MotionAdapter(**ANIMATEDIFF_ADAPTER_CONFIG))
+
+    def objective(self, model, x0: torch.Tensor, enc_fn, g: torch.Generator) -> Objective:
+        """As the UNet3D toy's, with the prompt given once per frame (``UNetMotionModel`` folds frames into the batch)."""
+        frames = x0.shape[2]
+        return super().objective(model, x0, lambda: enc_fn().repeat_interleave(frames, dim=0), g)
+
+    def save(self, out: Path, text_encoder, tokenizer, model) -> None:
+        """Write a complete diffusers ``AnimateDiffPipeline`` folder (``unet/`` holds the motion modules)."""
+        from diffusers import AnimateDiffPipeline
+
+        pipe = AnimateDiffPipeline(vae=self.vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=model,
+                                   motion_adapter=None, scheduler=self.scheduler)
+        pipe.save_pretrained(out)
+
+
 @dataclass
 class WanRecipe:
     """The toy-world Wan (``assets/toyworld-wan``): rectified flow on a Wan 2.1-format DiT and VAE."""
@@ -338,7 +396,7 @@ class WanRecipe:
         pipe.save_pretrained(out)
 
 
-RECIPES = {"unet3d": Unet3dRecipe, "wan": WanRecipe}
+RECIPES = {"unet3d": Unet3dRecipe, "wan": WanRecipe, "animatediff": AnimateDiffRecipe}
 
 
 def make_recipe(family: str, **kwargs):

@@ -234,7 +234,7 @@ def train_t2v(
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", choices=["unet3d", "wan"], default="unet3d", help="which toy model (see above)")
+    ap.add_argument("--family", choices=["unet3d", "wan", "animatediff"], default="unet3d", help="which toy model (see above)")
     ap.add_argument("--out", type=Path, default=Path("assets/toyworld-t2v"), help="model folder (must hold vae/)")
     ap.add_argument(
         "--work-dir",
