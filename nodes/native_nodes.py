@@ -170,9 +170,10 @@ class TrainMotionEmbeddingNative:
     )
     CATEGORY = f"{CATEGORY}/native"
     EXPERIMENTAL = True
-    RETURN_TYPES = (EMBEDDING_TYPE, "IMAGE")
-    RETURN_NAMES = ("motion_embedding", "loss_curve")
-    OUTPUT_TOOLTIPS = ("The trained motion embedding (also saved as .safetensors).", "Training loss per step.")
+    # the outputs of Train Motion Embedding (workflows may swap one training node for the other)
+    RETURN_TYPES = TrainMotionEmbedding.RETURN_TYPES
+    RETURN_NAMES = TrainMotionEmbedding.RETURN_NAMES
+    OUTPUT_TOOLTIPS = TrainMotionEmbedding.OUTPUT_TOOLTIPS
     FUNCTION = "train"
 
     @classmethod
