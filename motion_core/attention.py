@@ -96,6 +96,9 @@ class MotionAttnProcessor(nn.Module):
             ``nn.Parameter``) is given to the block's ``attn1`` and ``attn2`` processors: it is shared.
         value: ``(h*w, N, C)`` value embedding of this layer, or ``None``.
         kernel: attention implementation (see :func:`resolve_kernel`).
+        value_grid: ``(hv, wv)``, the value embedding's grid when it is coarser than the layer's positions
+            (Latte's patch grid on large latents); ``None``: the value is at the layer's positions already.
+        token_grid: ``(h, w)``, the layer's positions, given with ``value_grid``.
 
     Parameters are registered as-is (trainable when they are ``nn.Parameter``), buffers otherwise, so the
     processor works for training (fp32 master parameters, cast to the activations' dtype at use) and for
@@ -107,10 +110,16 @@ class MotionAttnProcessor(nn.Module):
         query_key: torch.Tensor | None,
         value: torch.Tensor | None,
         kernel: AttentionKernel = "sdpa",
+        value_grid: tuple[int, int] | None = None,
+        token_grid: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
+        if (value_grid is None) != (token_grid is None):
+            raise ValueError("value_grid and token_grid go together")
         self.kernel: AttentionKernel = kernel
         self.enabled = True
+        self.value_grid = None if value_grid is None else tuple(value_grid)
+        self.token_grid = None if token_grid is None else tuple(token_grid)
         attach_embeddings(self, query_key, value)
 
     def forward(
@@ -128,8 +137,8 @@ class MotionAttnProcessor(nn.Module):
         residual = hidden_states
         qk_input = value_input = hidden_states
         if self.enabled:
-            layout = TokenLayout(hidden_states.shape[1], None, frames_outer=False)
-            qk_input, value_input = motion_inputs(hidden_states, self.query_key, self.value, None, layout)
+            layout = TokenLayout(hidden_states.shape[1], self.token_grid, frames_outer=False)
+            qk_input, value_input = motion_inputs(hidden_states, self.query_key, self.value, self.value_grid, layout)
         query = attn.to_q(qk_input)
         key = attn.to_k(qk_input)
         value = attn.to_v(value_input)

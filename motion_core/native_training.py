@@ -27,7 +27,8 @@ from .embedding import EmbeddingInfo, MotionEmbedding, check_fits, zero_embeddin
 from .embedding_file import check_output_writable
 from .errors import InvalidSettingError
 from .families.flow import flow_euler_invert_with
-from .families.wan import TEMPORAL_FACTOR, WanFamily, block_indices, block_sites, selected_sites, training_activation_bytes
+from .families.block_stack import block_indices, training_activation_bytes
+from .families.wan import TEMPORAL_FACTOR, WanFamily, block_sites, selected_sites
 from .families.wan_native import TrainableWanMotion
 from .training import EmbeddingTrainer, StepCallback, TrainingConfig, TrainingResult, finish, train_installed
 

@@ -15,14 +15,14 @@ from typing import Any
 from ..errors import ModelLoadError
 from .base import FAMILY_DEFAULT, ModelFamily
 from .animatediff import AnimateDiffFamily
+from .latte import LatteFamily
 from .unet3d import UNet3DFamily
 from .wan import WanFamily
 
-FAMILIES: tuple[ModelFamily, ...] = (UNet3DFamily(), WanFamily(), AnimateDiffFamily())
+FAMILIES: tuple[ModelFamily, ...] = (UNet3DFamily(), WanFamily(), AnimateDiffFamily(), LatteFamily())
 KNOWN_UNSUPPORTED = {
     "UNetSpatioTemporalConditionModel": "Stable Video Diffusion",
     "I2VGenXLUNet": "I2VGen-XL",
-    "LatteTransformer3DModel": "Latte",
     "CogVideoXTransformer3DModel": "CogVideoX",
     "HunyuanVideoTransformer3DModel": "HunyuanVideo",
     "LTXVideoTransformer3DModel": "LTX-Video",

@@ -98,8 +98,18 @@ def estimate_sampling_bytes(model: VideoModel, frames: int, latent_height: int, 
     skips = (unet_config.layers_per_block + 1) * sum(c / 4**level for level, c in enumerate(channels))
     unet_maps = batch * frames * area * (skips + SAMPLING_WORKING_MAPS * channels[0]) * element
     scores = 2 * _temporal_scores_elements(model, batch, frames, latent_height, latent_width) * element
-    latents = 4 * batch * model.latent_channels * frames * area * 4  # latents, model input, output, scheduler step
-    pixels = area * model.vae_scale_factor**2
+    latents = sampling_latent_bytes(model, frames, latent_height, latent_width, guided)
+    return int(latents + max(unet_maps + scores, vae_decode_bytes(model, frames, latent_height, latent_width)))
+
+
+def sampling_latent_bytes(model: VideoModel, frames: int, latent_height: int, latent_width: int, guided: bool) -> int:
+    """The latents, model input, output and scheduler step of a generation, fp32 (batch 2 with guidance)."""
+    batch = 2 if guided else 1
+    return 4 * batch * model.latent_channels * frames * latent_height * latent_width * 4
+
+
+def vae_decode_bytes(model: VideoModel, frames: int, latent_height: int, latent_width: int) -> int:
+    """The 2-D VAE decode: full-resolution decoder maps of one chunk of frames plus the decoded clip, fp32."""
+    pixels = latent_height * latent_width * model.vae_scale_factor**2
     vae_top = model.vae.config.block_out_channels[0]
-    decode = (VAE_WORKING_MAPS * min(frames, VAE_CHUNK_FRAMES) * vae_top + 2 * frames * 3) * pixels * 4  # the VAE runs in fp32
-    return int(latents + max(unet_maps + scores, decode))
+    return (VAE_WORKING_MAPS * min(frames, VAE_CHUNK_FRAMES) * vae_top + 2 * frames * 3) * pixels * 4

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,9 @@ from ..errors import InvalidSettingError, ModelLoadError
 from ..motion_sites import TemporalBlock
 from ..text_encoding import encode_masked_prompts
 from .base import ModelFamily, Sampler
+from .block_stack import (
+    LAYER_SETS, block_indices, diffusers_checkpointing, load_transformers_part, training_activation_bytes, value_grid_level,
+)
 from .flow import FlowEulerSampler, flow_euler_invert
 from .wan_attention import WanMotionAttnProcessor
 
@@ -39,45 +42,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TEMPORAL_FACTOR = 4  # video frames per latent frame after the first (Wan 2.1/2.2 VAEs)
-# Layer set -> (first, stop, step) as fractions of the block count.
-LAYER_SETS: dict[str, tuple[float, float, int]] = {
-    "alternate": (0.0, 1.0, 2),
-    "all": (0.0, 1.0, 1),
-    "first_half": (0.0, 0.5, 1),
-    "last_half": (0.5, 1.0, 1),
-}
-# The value embedding's grid is the coarsest level of the token grid whose longer side is at most this.
-VALUE_GRID_MAX_SIDE = 16
 SCHEDULERS = ("euler",)
-LOADABLE_LIBRARIES = ("transformers",)
 
-# Training memory: elements kept per token and block for the backward pass, in units of the model width and of the
-# feed-forward width. Calibrated on CPU, fp32 (a 4-block, dim-512, ffn-1536 Wan at 320 to 2880 tokens: 18.4 k
-# elements per token and block fit every measured peak; see estimate_training_bytes), then MEMORY_SAFETY on top.
-STORED_PER_TOKEN_DIM = 24
-STORED_PER_TOKEN_FFN = 4
-MEMORY_SAFETY = 1.25
 # AutoencoderKLWan works on 4 frames at a time with cached causal convolutions; live maps per element of
 # (frames of a chunk x pixels x base width), a floor counted from its encoder's first stage.
 WAN_VAE_MAPS = 6
-
-
-def value_grid_level(latent_height: int, latent_width: int, patch: int = 2) -> int:
-    """Level of the value grid: the token grid (level ``log2(patch)``), halved until its longer side is at most
-    :data:`VALUE_GRID_MAX_SIDE` (480x832 -> tokens 30x52 -> 8x13, level 3; a 64x64 toy keeps its 4x4 tokens)."""
-    level = max(0, int(math.log2(patch)))
-    h, w = latent_height, latent_width
-    for _ in range(level):
-        h, w = math.ceil(h / 2), math.ceil(w / 2)
-    while max(h, w) > VALUE_GRID_MAX_SIDE:
-        h, w, level = math.ceil(h / 2), math.ceil(w / 2), level + 1
-    return level
-
-
-def block_indices(count: int, layer_set: str) -> list[int]:
-    """Indices of the blocks a layer set of :data:`LAYER_SETS` selects among ``count`` blocks."""
-    first, stop, step = LAYER_SETS[layer_set]
-    return list(range(math.floor(first * count), max(1, math.ceil(stop * count)), step))
 
 
 def block_sites(widths: Sequence[int], value_level: int, indices: Sequence[int] | None = None) -> list[TemporalBlock]:
@@ -93,13 +62,6 @@ def selected_sites(widths: Sequence[int], patch: int, layer_set: str, latent_hei
     level = value_grid_level(latent_height, latent_width, patch)
     return block_sites(widths, level, block_indices(len(widths), layer_set))
 
-
-def training_activation_bytes(tokens: int, dim: int, ffn_dim: int, blocks: int, element: int, checkpointing: bool) -> int:
-    """Bytes the backward pass keeps for ``blocks`` transformer blocks over ``tokens`` tokens (see
-    :meth:`WanFamily.estimate_training_bytes`, which measures the factors)."""
-    per_block = tokens * (STORED_PER_TOKEN_DIM * dim + STORED_PER_TOKEN_FFN * ffn_dim)
-    stored = blocks * tokens * dim + 3 * per_block if checkpointing else blocks * per_block
-    return int(MEMORY_SAFETY * stored * element)
 
 
 def _patch(denoiser: nn.Module) -> tuple[int, int, int]:
@@ -124,20 +86,6 @@ class WanFamily(ModelFamily):
     min_frames = 1 + TEMPORAL_FACTOR
 
     # ----- loading -----
-    def _load_transformers_part(self, folder: Path, index: Mapping[str, Any], part: str, **kwargs: Any) -> Any:
-        """Load ``part`` with the transformers class ``model_index.json`` names for it (e.g. UMT5EncoderModel)."""
-        import transformers
-
-        entry = index.get(part)
-        library, class_name = (entry if isinstance(entry, list) and len(entry) == 2 else (None, None))
-        cls = getattr(transformers, str(class_name), None) if library in LOADABLE_LIBRARIES else None
-        if cls is None:
-            raise ModelLoadError(
-                f"{folder.name}/model_index.json names {entry!r} for {part}; expected a transformers class "
-                "such as UMT5EncoderModel / T5TokenizerFast (Wan) or CLIPTextModel / CLIPTokenizer."
-            )
-        return cls.from_pretrained(folder, subfolder=part, local_files_only=True, **kwargs)
-
     def load_components(self, folder: Path, index: Mapping[str, Any], dtype: torch.dtype) -> dict[str, Any]:
         import diffusers
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
@@ -153,8 +101,8 @@ class WanFamily(ModelFamily):
             parts = {
                 "denoiser": _load_transformer(WanTransformer3DModel, folder / "transformer", dtype),
                 "vae": AutoencoderKLWan.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32, **common),
-                "text_encoder": self._load_transformers_part(folder, index, "text_encoder", torch_dtype=dtype),
-                "tokenizer": self._load_transformers_part(folder, index, "tokenizer"),
+                "text_encoder": load_transformers_part(folder, index, "text_encoder", torch_dtype=dtype),
+                "tokenizer": load_transformers_part(folder, index, "tokenizer"),
                 "scheduler": scheduler_cls.from_pretrained(folder, subfolder="scheduler", local_files_only=True),
             }
         except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
@@ -389,14 +337,3 @@ def _load_transformer(cls: type, folder: Path, dtype: torch.dtype) -> nn.Module:
     return model
 
 
-@contextlib.contextmanager
-def diffusers_checkpointing(denoiser: nn.Module, enabled: bool) -> Iterator[None]:
-    already = bool(getattr(denoiser, "is_gradient_checkpointing", False))
-    if not enabled or already:
-        yield
-        return
-    denoiser.enable_gradient_checkpointing()
-    try:
-        yield
-    finally:
-        denoiser.disable_gradient_checkpointing()

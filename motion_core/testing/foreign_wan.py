@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .. import flow_matching as fm
-from ..families.wan import diffusers_checkpointing
+from ..families.block_stack import diffusers_checkpointing
 from ..families.wan_attention import WanMotionAttnProcessor
 from ..families.wan_native import TrainableWanMotion
 from ..native_training import ForeignWan, VelocityFn

@@ -227,6 +227,79 @@ def save_tiny_animatediff_model(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
+# A Latte transformer small enough to run in milliseconds: 2 layers (spatial + temporal) of 2 heads x 8, patch 2,
+# learned variance (out_channels twice the latent channels, as Latte-1), 6 frame positions.
+TINY_LATTE_CONFIG: dict[str, Any] = {
+    "num_attention_heads": 2,
+    "attention_head_dim": 8,
+    "in_channels": 4,
+    "out_channels": 8,
+    "num_layers": 2,
+    "cross_attention_dim": 16,
+    "sample_size": 8,
+    "patch_size": 2,
+    "activation_fn": "gelu-approximate",
+    "norm_type": "ada_norm_single",
+    "caption_channels": 32,
+    "video_length": 6,
+}
+
+
+# Latte-1's transformer (maxin-cn/Latte-1): 28 pairs of spatial + temporal blocks 1152 wide, patch 2, learned
+# variance, T5 XXL features (4096) projected to the width, 16 frame positions. Benchmarks pair it with the tiny T5
+# (caption_channels overridden) and may shorten video_length to run a CPU-sized clip.
+LATTE_1_CONFIG: dict[str, Any] = {
+    "num_attention_heads": 16,
+    "attention_head_dim": 72,
+    "in_channels": 4,
+    "out_channels": 8,
+    "num_layers": 28,
+    "cross_attention_dim": 1152,
+    "sample_size": 64,
+    "patch_size": 2,
+    "attention_bias": True,
+    "activation_fn": "gelu-approximate",
+    "num_embeds_ada_norm": 1000,
+    "norm_type": "ada_norm_single",
+    "norm_elementwise_affine": False,
+    "norm_eps": 1e-6,
+    "caption_channels": 4096,
+    "video_length": 16,
+}
+
+
+def build_tiny_t5_encoder(tokenizer, d_model: int = 32):
+    """A random 2-layer T5 encoder over ``tokenizer``'s ids (Latte-1's text encoder is a T5 v1.1 XXL encoder)."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=len(tokenizer), d_model=d_model, d_ff=64, d_kv=8, num_layers=2, num_heads=2,
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return T5EncoderModel(config).eval()
+
+
+def build_tiny_latte_parts(seed: int = 0, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Random tiny ``transformer`` (``LatteTransformer3DModel``), a tiny T5 text encoder over the word tokenizer, and
+    the tiny VAE and DDIM scheduler of :func:`build_tiny_pipeline_parts`: the parts of a ``LattePipeline``."""
+    from diffusers import LatteTransformer3DModel
+
+    parts = build_tiny_pipeline_parts(seed)
+    del parts["unet"]
+    torch.manual_seed(seed)
+    parts["transformer"] = LatteTransformer3DModel(**(config or TINY_LATTE_CONFIG)).eval()
+    torch.manual_seed(seed + 2)
+    parts["text_encoder"] = build_tiny_t5_encoder(parts["tokenizer"])
+    return parts
+
+
+def save_tiny_latte_model(folder: str | Path, seed: int = 0, config: dict[str, Any] | None = None) -> Path:
+    """Save a tiny random Latte model as a diffusers ``LattePipeline`` folder and return its path."""
+    from diffusers import LattePipeline
+
+    folder = Path(folder)
+    LattePipeline(**build_tiny_latte_parts(seed, config)).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 # A Wan transformer small enough to build and run in milliseconds (24 k parameters): 2 blocks of 2 heads x 12.
 TINY_WAN_CONFIG: dict[str, Any] = {
     "patch_size": (1, 2, 2),
