@@ -240,12 +240,12 @@ def test_training_frames_from_other_nodes_are_fitted(pack, comfy_home):
 
 
 def test_unsupported_model_folder_names_what_it_found(pack, comfy_home):
-    folder = comfy_home / "models" / "diffusers" / "latte"
+    folder = comfy_home / "models" / "diffusers" / "cogvideox"
     (folder / "transformer").mkdir(parents=True)
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "LattePipeline", "transformer": ["diffusers", "LatteTransformer3DModel"]}))
-    (folder / "transformer" / "config.json").write_text(json.dumps({"_class_name": "LatteTransformer3DModel"}))
-    with pytest.raises(pack.motion_core.errors.ModelLoadError, match="LatteTransformer3DModel.*Latte.*Supported.*UNetMotionModel"):
-        run(pack, "MI_LoadVideoModel", model="latte", precision="auto", attention="auto")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "CogVideoXPipeline", "transformer": ["diffusers", "CogVideoXTransformer3DModel"]}))
+    (folder / "transformer" / "config.json").write_text(json.dumps({"_class_name": "CogVideoXTransformer3DModel"}))
+    with pytest.raises(pack.motion_core.errors.ModelLoadError, match="CogVideoXTransformer3DModel.*CogVideoX.*Supported.*LatteTransformer3DModel"):
+        run(pack, "MI_LoadVideoModel", model="cogvideox", precision="auto", attention="auto")
     incomplete = comfy_home / "models" / "diffusers" / "animatediff"  # a supported denoiser without the other parts
     (incomplete / "unet").mkdir(parents=True)
     (incomplete / "model_index.json").write_text(json.dumps({"_class_name": "AnimateDiffPipeline", "unet": ["diffusers", "UNetMotionModel"]}))
