@@ -67,7 +67,9 @@ run took 11 minutes alone). ``--quick`` (1 reference, 1 seed,
 4 clips per setting, 100 training steps) takes about 1-3 minutes.
 
 Families (``--family``): ``unet3d`` (default) measures the bundled UNet3D toy as described above; ``wan`` the
-toy-world Wan (``assets/toyworld-wan``, or ``--model FOLDER``). The training and sampling values come from the
+toy-world Wan (``assets/toyworld-wan``, or ``--model FOLDER``); ``animatediff`` and ``latte`` their toy-world models
+(``assets/toyworld-animatediff``, ``assets/toyworld-latte``: the UNet3D toy's world, geometry and objective with
+the family's denoiser). The training and sampling values come from the
 model folder's ``motion_inversion.json`` (for the UNet3D toy exactly the values above), the scheduler is the
 family's own (DDIM / flow Euler), and a setting whose loss the family refuses is listed as not measured (the
 hybrid loss on Wan). The inverted start is the family's inversion (DDIM / flow Euler to sigma = 1). Everything
@@ -78,6 +80,8 @@ Usage::
     python benchmarks/bench_motion_transfer.py                 # full run, writes benchmarks/results/motion_transfer.{md,json}
     python benchmarks/bench_motion_transfer.py --quick         # smoke test, writes motion_transfer_quick.{md,json}
     python benchmarks/bench_motion_transfer.py --family wan    # the toy-world Wan, writes motion_transfer_wan.{md,json}
+    python benchmarks/bench_motion_transfer.py --family animatediff   # motion_transfer_animatediff.{md,json}
+    python benchmarks/bench_motion_transfer.py --family latte         # motion_transfer_latte.{md,json}
 """
 
 from __future__ import annotations
@@ -112,6 +116,8 @@ logger = logging.getLogger(__name__)
 FAMILY_MODELS: dict[str, Path] = {
     "unet3d": ROOT / "assets" / "toyworld-t2v",
     "wan": ROOT / "assets" / "toyworld-wan",
+    "animatediff": ROOT / "assets" / "toyworld-animatediff",
+    "latte": ROOT / "assets" / "toyworld-latte",
 }
 
 #: Reference trajectory name -> the appearance the reference clip is rendered with.

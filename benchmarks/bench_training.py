@@ -19,6 +19,8 @@ Usage:
     python benchmarks/bench_training.py --preset wan-480p              # Wan 2.1 1.3B at 480x832, 81 frames (a GPU)
     python benchmarks/bench_training.py --family animatediff           # = --preset animatediff-small: SD1.5 + v2 adapter
     python benchmarks/bench_training.py --preset animatediff-512       # SD1.5 + v2 adapter at 512x512, 16 frames (a GPU)
+    python benchmarks/bench_training.py --family latte                 # = --preset latte-small: Latte-1's transformer
+    python benchmarks/bench_training.py --preset latte-512             # Latte-1 at 512x512, 16 frames (a GPU)
 """
 
 from __future__ import annotations
@@ -49,8 +51,10 @@ from motion_core.sampling import AppliedMotion, SamplingConfig, sample_video  # 
 from motion_core.testing.tiny_models import (  # noqa: E402
     TINY_WAN_VAE_CONFIG,
     WAN_T2V_1_3B_CONFIG,
+    LATTE_1_CONFIG,
     ZEROSCOPE_UNET_CONFIG,
     save_animatediff_sd15_model,
+    save_tiny_latte_model,
     save_tiny_model,
     save_tiny_wan_model,
 )
@@ -97,22 +101,29 @@ PRESETS = {
     # through SD1.5's VAE; 8 frames.
     "animatediff-small": Preset("animatediff-sd15", 64, 64, 8, "paper", 3, sampling_repeats=2, inversion_steps=10),
     "animatediff-512": Preset("animatediff-sd15", 128, 128, 16, "paper", 10),  # latent 64x64: 512x512, 16 frames (a GPU)
+    # The Latte folder has Latte-1's transformer, the tiny T5 and the tiny test VAE (factor 2): 32x32 pixels -> a 16x16
+    # latent, 8x8 patches, what 128x128 gives through SD's VAE; its frame table cut to the 8 frames run here.
+    "latte-small": Preset("latte-1", 32, 32, 8, "all", 3, sampling_repeats=2, inversion_steps=10),
+    "latte-512": Preset("latte-1", 128, 128, 16, "all", 10),  # latent 64x64: 512x512, 16 frames, as Latte-1 (a GPU)
 }
 # What --family runs, and the family of each folder kind.
-FAMILY_PRESETS = {"unet3d": "tiny", "wan": "wan-small", "animatediff": "animatediff-small"}
-KIND_FAMILIES = {"tiny": "unet3d", "zeroscope": "unet3d", "wan-1.3b": "wan", "animatediff-sd15": "animatediff"}
+FAMILY_PRESETS = {"unet3d": "tiny", "wan": "wan-small", "animatediff": "animatediff-small", "latte": "latte-small"}
+KIND_FAMILIES = {"tiny": "unet3d", "zeroscope": "unet3d", "wan-1.3b": "wan", "animatediff-sd15": "animatediff", "latte-1": "latte"}
 
 
-def make_model_folder(kind: str, folder: Path) -> Path:
+def make_model_folder(kind: str, folder: Path, frames: int) -> Path:
     """A diffusers folder with random weights: the tiny test model, the full ZeroScope UNet architecture, or the
     full Wan 2.1 T2V 1.3B transformer with the tiny Wan VAE and a tiny CLIP text encoder 4096 wide (Wan's
-    ``text_dim``; 12 text positions instead of UMT5's 512)."""
+    ``text_dim``; 12 text positions instead of UMT5's 512), SD1.5 + the AnimateDiff v2 adapter, or Latte-1's transformer
+    with its frame table at ``frames`` (a Latte model runs exactly that many)."""
     if (folder / "model_index.json").is_file():
         return folder
     if kind == "wan-1.3b":
         return save_tiny_wan_model(folder, config=WAN_T2V_1_3B_CONFIG)
     if kind == "animatediff-sd15":
         return save_animatediff_sd15_model(folder)
+    if kind == "latte-1":
+        return save_tiny_latte_model(folder, config={**LATTE_1_CONFIG, "caption_channels": 32, "video_length": frames})
     save_tiny_model(folder)
     if kind == "zeroscope":
         from diffusers import UNet3DConditionModel
@@ -134,6 +145,11 @@ def describe_preset(name: str, preset: Preset, family: ModelFamily) -> str:
                 f"{p.width}x{p.height} pixels x {p.frames} frames = latent {latent_frames}x{latent_w}x{latent_h} "
                 f"({tokens:,} tokens), layers={p.layer_set}")
     factor = 2  # the tiny test VAE of the UNet3D and AnimateDiff random-weight folders
+    if family.name == "latte":
+        latent = (p.width // factor, p.height // factor)
+        return (f"{name}: Latte-1 transformer (random weights; tiny VAE and T5), {p.width}x{p.height} pixels = latent "
+                f"{latent[0]}x{latent[1]} ({latent[0] * 8}x{latent[1] * 8} through SD's VAE), {latent[0] // 2 * latent[1] // 2} "
+                f"patches x {p.frames} frames, layers={p.layer_set}")
     if family.name == "animatediff":
         return (f"{name}: SD1.5 UNet + AnimateDiff v2 motion adapter (random weights; tiny VAE and text encoder), "
                 f"{p.width}x{p.height} pixels = latent {p.width // factor}x{p.height // factor} "
@@ -408,7 +424,7 @@ def main() -> None:
         parser.error(f"--preset {name} is a {family.name} model, not {args.family}")
     kind, width, height, frames, layer_set = preset.kind, preset.width, preset.height, preset.frames, preset.layer_set
     steps = args.steps or preset.steps
-    folder = make_model_folder(kind, args.work_dir / kind)
+    folder = make_model_folder(kind, args.work_dir / (f"{kind}-{frames}f" if kind == "latte-1" else kind), frames)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = sys.stdout.write
     out(f"# {describe_preset(name, preset, family)}, device={device}, "

@@ -2,8 +2,9 @@
 
 Samples clips over every colour x shape prompt and many seeds with the folder's own diffusers pipeline
 (``TextToVideoSDPipeline`` for the UNet3D toy at 8 frames of 32x32, ``WanPipeline`` for the toy-world Wan at
-17 frames of 96x96; the geometry is the one the folder's ``train_info.json`` records, else the pipeline class's,
-unless ``--frames`` / ``--size`` say otherwise) and
+17 frames of 96x96; the toy-world AnimateDiff and Latte at the UNet3D toy's 8 frames of 32x32, the Latte through the
+pack's own sampler, see :data:`PACK_SAMPLED`; the geometry is the one the folder's ``train_info.json`` records, else
+the pipeline class's, unless ``--frames`` / ``--size`` say otherwise) and
 measures, with :mod:`toyworld.metrics`:
 
 * colour and shape follow the prompt (targets: >= 90 % each, and both together);
@@ -50,7 +51,37 @@ GEOMETRY: dict[str, tuple[int, int, dict]] = {
     "AnimateDiffPipeline": (8, 32, {}),
     # The toy tokenizer's 16 positions (WanPipeline's default is 512, UMT5's).
     "WanPipeline": (WAN_FRAMES, WAN_SIZE, {"max_sequence_length": 16}),
+    "LattePipeline": (8, 32, {}),
 }
+# Pipeline classes sampled through the pack instead of diffusers: LattePipeline pads every prompt to 120 positions
+# (T5's), beyond the toy CLIP's 16, so the toy-world Latte is checked as the pack runs it (the Latte family's prompt
+# mask, DDIM).
+PACK_SAMPLED = {"LattePipeline"}
+
+
+class PackSampler:
+    """A pipeline-like caller of :func:`motion_core.sampling.sample_video` (one clip per prompt, the generator's seed,
+    DDIM, empty negative prompt as the diffusers pipelines use)."""
+
+    def __init__(self, model: Path, pipeline_class: str) -> None:
+        from motion_core.model_loading import load_video_model
+
+        self.pipeline_class = pipeline_class
+        self.model = load_video_model(model, "fp32", "auto", "cpu", use_cache=False)
+
+    def __call__(self, prompts: list[str], height: int, width: int, num_frames: int, num_inference_steps: int,
+                 guidance_scale: float, generator: list[torch.Generator], **_: object):
+        from types import SimpleNamespace
+
+        from motion_core.sampling import SamplingConfig, sample_video
+
+        clips = [
+            sample_video(self.model, SamplingConfig(prompt=prompt, width=width, height=height, frames=num_frames,
+                                                    steps=num_inference_steps, guidance_scale=guidance_scale,
+                                                    seed=int(gen.initial_seed()), scheduler="ddim"))
+            for prompt, gen in zip(prompts, generator)
+        ]
+        return SimpleNamespace(frames=torch.stack(clips).permute(0, 1, 4, 2, 3))  # [B, F, C, H, W] as diffusers gives
 
 
 def _load_wan_transformer(folder: Path):
@@ -77,6 +108,8 @@ def load_pipeline(model: Path):
     name = json.loads((Path(model) / "model_index.json").read_text())["_class_name"]
     if name not in GEOMETRY:
         raise ValueError(f"{model}: pipeline class {name!r} is not a toy-world model; expected one of {sorted(GEOMETRY)}")
+    if name in PACK_SAMPLED:
+        return PackSampler(Path(model), name)
     extra = {}
     if name == "WanPipeline":
         extra["transformer"] = _load_wan_transformer(Path(model) / "transformer")
@@ -112,7 +145,7 @@ def sample_clips(
     Returns:
         ``[N, F, H, W, 3]`` float in 0..1.
     """
-    extra = GEOMETRY.get(type(pipe).__name__, (0, 0, {}))[2]
+    extra = GEOMETRY.get(getattr(pipe, "pipeline_class", type(pipe).__name__), (0, 0, {}))[2]
     out = []
     for i in range(0, len(prompts), batch):
         ps, ss = prompts[i : i + batch], seeds[i : i + batch]
@@ -207,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     prompts = [caption_for(c, s) for c, s in chosen]
     seeds = [args.seed + i for i in range(args.samples)]
     pipe = load_pipeline(args.model)
-    frames, size = trained_geometry(args.model, type(pipe).__name__)
+    frames, size = trained_geometry(args.model, getattr(pipe, "pipeline_class", type(pipe).__name__))
     frames, size = args.frames or frames, args.size or size
     report = {
         "model": str(args.model),

@@ -300,6 +300,77 @@ class AnimateDiffRecipe(Unet3dRecipe):
         pipe.save_pretrained(out)
 
 
+#: The toy-world Latte: 4 pairs of spatial + temporal transformer blocks 96 wide (4 heads), patch 1 on the 8x8 latent
+#: (64 tokens per frame), the 8 toy frames as its frame-position table, a learned-variance half in the output as
+#: Latte-1 has (LattePipeline reads the first half; the second is left untrained).
+LATTE_TRANSFORMER_CONFIG: dict = {
+    "num_attention_heads": 4,
+    "attention_head_dim": 24,
+    "in_channels": 4,
+    "out_channels": 8,
+    "num_layers": 4,
+    "cross_attention_dim": 96,
+    "sample_size": 8,
+    "patch_size": 1,
+    "activation_fn": "gelu-approximate",
+    "norm_type": "ada_norm_single",
+    "caption_channels": TEXT_HIDDEN,
+    "video_length": 8,
+}
+
+
+@dataclass
+class LatteRecipe(Unet3dRecipe):
+    """The toy-world Latte (``assets/toyworld-latte``): the UNet3D toy's VAE, text encoder recipe, objective and
+    8 frames of 32x32, with a ``LatteTransformer3DModel`` as the denoiser, called as the Latte family calls it
+    (:func:`motion_core.families.latte.latte_forward`: padding-zeroed prompt with its mask)."""
+
+    name: str = "latte"
+    model_key: str = "transformer"
+    params_key: str = "transformer_params"
+
+    def __post_init__(self) -> None:
+        self.extra_info = {"family": "latte", "transformer_config": LATTE_TRANSFORMER_CONFIG}
+
+    def build_model(self, seed: int):
+        """A fresh ``LatteTransformer3DModel`` from :data:`LATTE_TRANSFORMER_CONFIG`, its output projection zeroed
+        (as DiT's adaLN-zero: the first prediction is 0, not the random init's large output)."""
+        from diffusers import LatteTransformer3DModel
+
+        torch.manual_seed(seed)
+        model = LatteTransformer3DModel(**LATTE_TRANSFORMER_CONFIG)
+        torch.nn.init.zeros_(model.proj_out.weight)
+        torch.nn.init.zeros_(model.proj_out.bias)
+        return model
+
+    def encode_text(self, tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
+        """``B`` prompts -> ``[B, 16, 64]``, padded positions exactly zero (the Latte family's encoding)."""
+        from motion_core.families.latte import LATTE_TEXT_POSITIONS
+        from motion_core.text_encoding import encode_masked_prompts
+
+        return encode_masked_prompts(tokenizer, text_encoder, prompts, LATTE_TEXT_POSITIONS)
+
+    def objective(self, model, x0: torch.Tensor, enc_fn, g: torch.Generator) -> Objective:
+        """x0 prediction at a uniform timestep, as the UNet3D toy's, through the Latte family's model call."""
+        from motion_core.families.latte import latte_forward
+
+        batch = x0.shape[0]
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch,), generator=g)
+        noisy = self.scheduler.add_noise(x0, noise, t)
+        pred = latte_forward(model, noisy, t, enc_fn())
+        per = ((pred - x0) ** 2).mean(dim=(1, 2, 3, 4))
+        quarter = (t * 4 // self.scheduler.config.num_train_timesteps).clamp(max=3)
+        return Objective(per, quarter)
+
+    def save(self, out: Path, text_encoder, tokenizer, model) -> None:
+        """Write a complete diffusers ``LattePipeline`` folder."""
+        from diffusers import LattePipeline
+
+        LattePipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=self.vae, transformer=model,
+                      scheduler=self.scheduler).save_pretrained(out)
+
+
 @dataclass
 class WanRecipe:
     """The toy-world Wan (``assets/toyworld-wan``): rectified flow on a Wan 2.1-format DiT and VAE."""
@@ -396,11 +467,11 @@ class WanRecipe:
         pipe.save_pretrained(out)
 
 
-RECIPES = {"unet3d": Unet3dRecipe, "wan": WanRecipe, "animatediff": AnimateDiffRecipe}
+RECIPES = {"unet3d": Unet3dRecipe, "wan": WanRecipe, "animatediff": AnimateDiffRecipe, "latte": LatteRecipe}
 
 
 def make_recipe(family: str, **kwargs):
-    """A fresh recipe for ``family`` (``"unet3d"`` or ``"wan"``); ``kwargs`` go to its constructor (e.g. ``shift``)."""
+    """A fresh recipe for ``family`` (a key of :data:`RECIPES`); ``kwargs`` go to its constructor (e.g. ``shift``)."""
     if family not in RECIPES:
         raise ValueError(f"unknown toy-model family {family!r}; expected one of {sorted(RECIPES)}")
     return RECIPES[family](**kwargs)

@@ -1,6 +1,6 @@
 """Stage 2 of a toy-world model: train its denoiser (and text encoder) from scratch on the toy world.
 
-One loop for both toy families; what differs (model, objective, latent normalisation, prompt encoding, folder
+One loop for every toy family; what differs (model, objective, latent normalisation, prompt encoding, folder
 layout) is a recipe in :mod:`toyworld.denoisers` chosen with ``--family``:
 
 * ``unet3d`` (default, ``assets/toyworld-t2v``): ``UNet3DConditionModel`` (block_out_channels (48, 96),
@@ -9,6 +9,10 @@ layout) is a recipe in :mod:`toyworld.denoisers` chosen with ``--family``:
 * ``wan`` (``assets/toyworld-wan``): ``WanTransformer3DModel`` with heads of 128, rectified flow
   (:mod:`motion_core.flow_matching`, shift ``--shift``), prompts encoded with
   :func:`motion_core.text_encoding.encode_masked_prompts`; 17-frame 96x96 clips.
+* ``animatediff``: ``UNetMotionModel`` (an SD-style 2-D UNet with motion modules) with the UNet3D toy's objective
+  and clips; the prompt goes in once per frame.
+* ``latte``: ``LatteTransformer3DModel`` (spatial + temporal transformer blocks, patch 1) with the UNet3D toy's
+  objective and clips, prompts encoded as the Latte family encodes them (padding zeroed and masked).
 
 Shared: a tiny ``CLIPTextModel`` over a closed-vocabulary ``CLIPTokenizer``, trained jointly; the VAE written by
 :mod:`toyworld.train_vae` is read from ``<out>/vae`` and the posteriors of ``--num-clips`` rendered clips are
@@ -42,6 +46,7 @@ import torch
 
 from .denoisers import (  # noqa: F401  (re-exported: the UNet3D names this module always had)
     MODEL_MAX_LENGTH,
+    RECIPES,
     SCHEDULER_CONFIG,
     T2V_TRAIN_SEED_OFFSET,
     UNET_CONFIG,
@@ -234,7 +239,7 @@ def train_t2v(
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", choices=["unet3d", "wan", "animatediff"], default="unet3d", help="which toy model (see above)")
+    ap.add_argument("--family", choices=sorted(RECIPES), default="unet3d", help="which toy model (see above)")
     ap.add_argument("--out", type=Path, default=Path("assets/toyworld-t2v"), help="model folder (must hold vae/)")
     ap.add_argument(
         "--work-dir",
