@@ -149,15 +149,17 @@ def add_save_webp(g: "Graph", position: tuple[int, int], prefix: str) -> int:
     return g.add("SaveAnimatedWEBP", position, settings, (360, 420))
 
 
-def train_and_sample(pack) -> dict[str, Any]:
+def train_and_sample(pack, model_name: str = DEMO_MODEL, prefix: str = "motion_inversion/demo") -> dict[str, Any]:
+    """Load Video Model -> Load Video Frames -> Train -> Apply -> Motion Sampler -> Save Animated WEBP on ``model_name``
+    (the bundled UNet3D demo, or another family's bundled toy: same clip and prompts, its own settings file)."""
     g = Graph(pack)
-    model = g.add("MI_LoadVideoModel", (40, 40), {"model": DEMO_MODEL}, (320, 110))
+    model = g.add("MI_LoadVideoModel", (40, 40), {"model": model_name}, (320, 110))
     frames = g.add("MI_LoadVideoFrames", (40, 200), {"video": DEMO_CLIP}, (320, 330))
-    train = g.add("MI_TrainMotionEmbedding", (400, 40), DEMO_TRAIN, (360, 520))
+    train = g.add("MI_TrainMotionEmbedding", (400, 40), {**DEMO_TRAIN, "filename_prefix": prefix}, (360, 520))
     curve = g.add("PreviewImage", (800, 40), None, (360, 260))
     apply = g.add("MI_ApplyMotionEmbedding", (800, 340), {"strength": 1.0}, (320, 130))
     sampler = g.add("MI_MotionSampler", (1160, 40), DEMO_SAMPLE, (340, 480))
-    save = add_save_webp(g, (1540, 40), "motion_inversion/demo")
+    save = add_save_webp(g, (1540, 40), prefix)
     g.link(model, 0, train, "model")
     g.link(frames, 0, train, "frames")
     g.link(train, 1, curve, "images")
@@ -242,7 +244,20 @@ def wan_native_train_and_sample(pack, files: NativeWanFiles) -> dict[str, Any]:
 
 
 #: Every example workflow: file name (without .json) -> builder.
-BUILDERS = {"train_and_sample": train_and_sample, "load_embedding_and_sample": load_embedding_and_sample}
+#: Family -> its bundled toy-world model (the UNet3D toy's world and clip geometry): one example workflow each.
+FAMILY_DEMOS = {"animatediff": "toyworld-animatediff (bundled demo)"}
+
+
+def family_train_and_sample(family: str):
+    """The builder of ``train_and_sample_<family>.json``: :func:`train_and_sample` on that family's toy model."""
+    return lambda pack: train_and_sample(pack, FAMILY_DEMOS[family], f"motion_inversion/{family}")
+
+
+BUILDERS = {
+    "train_and_sample": train_and_sample,
+    "load_embedding_and_sample": load_embedding_and_sample,
+    **{f"train_and_sample_{family}": family_train_and_sample(family) for family in FAMILY_DEMOS},
+}
 
 
 def main() -> None:
