@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from ..errors import ModelLoadError
+from ..motion_sites import TemporalBlock
 
 # Layer set -> (first, stop, step) as fractions of the block count.
 LAYER_SETS: dict[str, tuple[float, float, int]] = {
@@ -91,3 +92,10 @@ def training_activation_bytes(tokens: int, dim: int, ffn_dim: int, blocks: int, 
     per_block = tokens * (STORED_PER_TOKEN_DIM * dim + STORED_PER_TOKEN_FFN * ffn_dim)
     stored = blocks * tokens * dim + 3 * per_block if checkpointing else blocks * per_block
     return int(MEMORY_SAFETY * stored * element)
+
+
+def describe_sites(sites: Sequence[TemporalBlock], count: int, noun: str, latent_height: int, latent_width: int) -> str:
+    """One line for a layer set of a block stack, e.g. ``"2 of 4 blocks (0, 2), 96 ch, value grid 4x4"``."""
+    grid = sites[0].grid(latent_height, latent_width) if sites else (0, 0)
+    names = ", ".join(s.name.split(".")[-1] for s in sites)
+    return f"{len(sites)} of {count} {noun} ({names}), {sites[0].channels if sites else 0} ch, value grid {grid[0]}x{grid[1]}"

@@ -33,7 +33,7 @@ from ..errors import InvalidSettingError, ModelLoadError
 from ..motion_sites import TemporalBlock
 from ..text_encoding import encode_masked_prompts
 from .block_stack import (
-    LAYER_SETS, block_indices, diffusers_checkpointing, load_transformers_part, training_activation_bytes, value_grid_level,
+    LAYER_SETS, block_indices, describe_sites, diffusers_checkpointing, load_transformers_part, training_activation_bytes, value_grid_level,
 )
 from . import unet3d_memory
 from .unet3d import UNet3DFamily
@@ -155,10 +155,8 @@ class LatteFamily(UNet3DFamily):
 
     def describe_layer_set(self, denoiser: nn.Module, layer_set: str, latent_height: int, latent_width: int) -> str:
         sites = self.select_sites(denoiser, layer_set, latent_height, latent_width)
-        grid = sites[0].grid(latent_height, latent_width) if sites else (0, 0)
-        names = ", ".join(s.name.split(".")[-1] for s in sites)
         count = len(denoiser.temporal_transformer_blocks)
-        return f"{len(sites)} of {count} temporal blocks ({names}), {sites[0].channels if sites else 0} ch, value grid {grid[0]}x{grid[1]}"
+        return describe_sites(sites, count, "temporal blocks", latent_height, latent_width)
 
     def build_processors(
         self,

@@ -31,7 +31,7 @@ from ..motion_sites import TemporalBlock
 from ..text_encoding import encode_masked_prompts
 from .base import ModelFamily, Sampler
 from .block_stack import (
-    LAYER_SETS, block_indices, diffusers_checkpointing, load_transformers_part, training_activation_bytes, value_grid_level,
+    LAYER_SETS, block_indices, describe_sites, diffusers_checkpointing, load_transformers_part, training_activation_bytes, value_grid_level,
 )
 from .flow import FlowEulerSampler, flow_euler_invert
 from .wan_attention import WanMotionAttnProcessor
@@ -166,9 +166,7 @@ class WanFamily(ModelFamily):
 
     def describe_layer_set(self, denoiser: nn.Module, layer_set: str, latent_height: int, latent_width: int) -> str:
         sites = self.select_sites(denoiser, layer_set, latent_height, latent_width)
-        grid = sites[0].grid(latent_height, latent_width) if sites else (0, 0)
-        names = ", ".join(s.name.split(".")[-1] for s in sites)
-        return f"{len(sites)} of {len(denoiser.blocks)} blocks ({names}), {sites[0].channels if sites else 0} ch, value grid {grid[0]}x{grid[1]}"
+        return describe_sites(sites, len(denoiser.blocks), "blocks", latent_height, latent_width)
 
     def build_processors(
         self,
