@@ -196,8 +196,11 @@ SAMPLING_SETTINGS: tuple[Setting, ...] = (
 )
 MOTION_SETTINGS: tuple[Setting, ...] = (
     Setting("--strength", AppliedMotion, "strength", "scales both embeddings; 0 is the plain model"),
+    Setting("--start-percent", AppliedMotion, "start_percent", "the embeddings act from this share of the sampling steps on (0..1)"),
+    Setting("--end-percent", AppliedMotion, "end_percent", "the embeddings act up to this share of the sampling steps (0..1; 1: to the end)"),
     Setting("--mode", AppliedMotion, "mode",
-            "object: motion without the reference's look; camera: query-key only, best text alignment; raw: as trained; "
+            "object: motion without the reference's look (frame-differenced value); centred: the value minus its mean over "
+            "the frames; camera: query-key only, best text alignment; raw: as trained; "
             "embedding default: the embedding's own (camera for debiased_hybrid, else object)",
             MODE_CHOICES),
 )
@@ -468,7 +471,7 @@ def _sample(args: argparse.Namespace) -> None:
     recommended = read_recommended_settings(args.model)
     motion = None
     if args.embedding is not None:
-        motion = AppliedMotion(load_embedding(args.embedding), args.strength, args.mode)
+        motion = AppliedMotion(load_embedding(args.embedding), args.strength, args.mode, args.start_percent, args.end_percent)
         logger.info("Applying %s at strength %g in %s mode", args.embedding.name, motion.strength, motion.resolved_mode)
     embedding_frames = motion.embedding.info.train_frames if motion is not None else None
     apply_recommended(args, SAMPLING_SETTINGS, "sample", recommended, args.model.name, embedding_frames)

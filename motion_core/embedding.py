@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from .errors import IncompatibleEmbeddingError, InvalidSettingError
 from .motion_sites import TemporalBlock
 
-MotionMode = Literal["object", "camera", "raw"]
-MOTION_MODES: tuple[str, ...] = ("object", "camera", "raw")
+MotionMode = Literal["object", "camera", "raw", "centred"]
+MOTION_MODES: tuple[str, ...] = ("object", "camera", "raw", "centred")
 # Apply's choice that means "the mode the embedding's file recommends" (camera for the hybrid loss, else object).
 EMBEDDING_DEFAULT_MODE = "embedding default"
 MODE_CHOICES: tuple[str, ...] = (EMBEDDING_DEFAULT_MODE, *MOTION_MODES)
@@ -187,6 +187,11 @@ def frame_difference(value: torch.Tensor) -> torch.Tensor:
     return torch.cat([value[:, :1], value[:, 1:] - value[:, :-1]], dim=1)
 
 
+def temporal_centre(value: torch.Tensor) -> torch.Tensor:
+    """Debias a value embedding ``(P, N, C)`` the way of the paper's ablation: subtract its mean over the N frames."""
+    return value - value.mean(dim=1, keepdim=True)
+
+
 @dataclass
 class PreparedMotion:
     """Embeddings ready to install for one sampling size.
@@ -213,7 +218,8 @@ def prepare_for_sampling(
     """Resample ``embedding`` to ``frames`` and the latent grid, then apply ``mode`` and ``strength``.
 
     Modes: ``object`` frame-differences the value embedding (keeps change, drops static appearance);
-    ``camera`` drops the value embedding (query-key only); ``raw`` uses both as trained.
+    ``centred`` subtracts its temporal mean instead (the paper's ablation); ``camera`` drops the value embedding
+    (query-key only); ``raw`` uses both as trained.
     """
     if mode not in MOTION_MODES:
         raise InvalidSettingError(f"Unknown motion mode {mode!r}; choose one of {', '.join(MOTION_MODES)}.")
@@ -232,6 +238,8 @@ def prepare_for_sampling(
                 tensor = resample_grid(resample_frames(embedding.value[attention].float(), frames), old_grid, new_grid)
                 if mode == "object":
                     tensor = frame_difference(tensor)
+                elif mode == "centred":
+                    tensor = temporal_centre(tensor)
                 value[attention] = tensor * strength
     latent = embedding.inverted_latent
     if latent is not None:

@@ -43,16 +43,38 @@ class AppliedMotion:
     Attributes:
         strength: scales both embeddings; 0 is the plain model (the inverted start is dropped too).
         mode: ``object`` / ``camera`` / ``raw``, or :data:`EMBEDDING_DEFAULT_MODE` for the embedding's own.
+        start_percent, end_percent: the share of the sampling steps the embeddings act on, as ComfyUI's ControlNet
+            start/end percent: step ``i`` of ``N`` uses them when ``start <= i / N < end`` (0 and 1: every step). The
+            inverted start latent does not depend on them.
     """
 
     embedding: MotionEmbedding
     strength: float = 1.0
     mode: str = EMBEDDING_DEFAULT_MODE
+    start_percent: float = 0.0
+    end_percent: float = 1.0
 
     @property
     def resolved_mode(self) -> str:
         """The mode applied: :attr:`mode`, or the embedding's default for :data:`EMBEDDING_DEFAULT_MODE`."""
         return resolve_mode(self.mode, self.embedding.info)
+
+    def validate(self) -> None:
+        """Refuse a step window that is empty or outside 0..1."""
+        if not (0.0 <= self.start_percent < self.end_percent <= 1.0):
+            raise InvalidSettingError(
+                f"The embedding's step window must satisfy 0 <= start_percent < end_percent <= 1; got start "
+                f"{self.start_percent:g}, end {self.end_percent:g}. Use 0 and 1 to apply it on every step."
+            )
+
+    def acts_at(self, step: int, total: int) -> bool:
+        """Whether the embeddings act on step ``step`` (0-based) of ``total``."""
+        return self.start_percent <= step / total < self.end_percent
+
+    @property
+    def every_step(self) -> bool:
+        """True when the window covers every step (the processors never need switching)."""
+        return self.start_percent <= 0.0 and self.end_percent >= 1.0
 
 
 @dataclass
@@ -132,6 +154,12 @@ def _motion_processors(
     return processors, prepared.inverted_latent
 
 
+def _switch_processors(processors: dict, on: bool) -> None:
+    """Turn every installed processor's embeddings on or off (``enabled``: off runs the plain attention)."""
+    for processor in processors.values():
+        processor.enabled = on
+
+
 def _refuse_non_finite(tensor: torch.Tensor, where: str, motion: AppliedMotion | None) -> None:
     """Raise :class:`SamplingError` naming the likely causes when ``tensor`` holds NaN or infinite values."""
     if bool(torch.isfinite(tensor).all()):
@@ -162,6 +190,8 @@ def sample_video(
         SamplingError: the latents or the decoded frames became NaN or infinite.
     """
     config.validate(model)
+    if motion is not None:
+        motion.validate()
     family = model.family
     guided = config.guidance_scale != 1.0
     frames = family.round_frames(config.frames)
@@ -177,8 +207,11 @@ def sample_video(
     text = torch.cat([encode_prompt(model, config.negative_prompt), positive]) if guided else positive
     latents = _start_latent(model, config, shape, inverted, sampler)
     total = len(sampler.timesteps)
+    windowed = motion is not None and motion.strength != 0 and not motion.every_step
     with model.lock, installed_processors(model.denoiser, processors):
         for index, timestep in enumerate(sampler.timesteps):
+            if windowed:
+                _switch_processors(processors, motion.acts_at(index, total))
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = sampler.model_input(model_input, timestep)
             output = family.predict(model, model_input, timestep, text).float()

@@ -84,13 +84,22 @@ class ApplyMotionEmbedding:
                 "model": (MODEL_TYPE, {"tooltip": "The model the embedding was trained on (or one of the same architecture)."}),
                 "motion_embedding": (EMBEDDING_TYPE, {"tooltip": "The motion to transfer."}),
                 "strength": ("FLOAT", {"default": field_default(AppliedMotion, "strength"), "min": -4.0, "max": 4.0, "step": 0.05, "tooltip": "Scales the embeddings (1: as trained). 0 gives the plain model: no embedding and no start from the reference's inverted latent."}),
-                "mode": (list(MODE_CHOICES), {"default": EMBEDDING_DEFAULT_MODE, "tooltip": "embedding default: the mode the embedding was trained for (camera for the debiased hybrid loss, else object). object: frame-differenced value embedding (keeps motion, drops the reference's look). camera: query-key only, best text alignment. raw: as trained (may copy the reference's look)."}),
-            }
+                "mode": (list(MODE_CHOICES), {"default": EMBEDDING_DEFAULT_MODE, "tooltip": "embedding default: the mode the embedding was trained for (camera for the debiased hybrid loss, else object). object: frame-differenced value embedding (keeps motion, drops the reference's look). centred: the value embedding minus its mean over the frames (the paper's alternative). camera: query-key only, best text alignment. raw: as trained (may copy the reference's look)."}),
+            },
+            # optional, so that workflows saved before these widgets existed still load and queue unchanged
+            "optional": {
+                "start_percent": ("FLOAT", {"default": field_default(AppliedMotion, "start_percent"), "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "The embeddings act from this share of the sampling steps on (as ControlNet's start percent). 0: from the first step."}),
+                "end_percent": ("FLOAT", {"default": field_default(AppliedMotion, "end_percent"), "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "The embeddings act up to this share of the sampling steps (as ControlNet's end percent). Motion and layout are set in the early steps; ending earlier leaves the late steps to the prompt. 1: to the last step."}),
+            },
         }
 
-    def apply(self, model: MotionModel, motion_embedding: MotionEmbedding, strength: float, mode: str):
+    def apply(self, model: MotionModel, motion_embedding: MotionEmbedding, strength: float, mode: str,
+              start_percent: float = field_default(AppliedMotion, "start_percent"),
+              end_percent: float = field_default(AppliedMotion, "end_percent")):
         video_model = model.model
         check_fits(motion_embedding.info, video_model.family, video_model.family.find_sites(video_model.denoiser), video_model.name,
                    architecture=video_model.identity.get("architecture"))
-        motion = AppliedMotion(motion_embedding, float(strength), resolve_mode(mode, motion_embedding.info))
+        motion = AppliedMotion(motion_embedding, float(strength), resolve_mode(mode, motion_embedding.info),
+                               float(start_percent), float(end_percent))
+        motion.validate()
         return (MotionModel(video_model, motion),)

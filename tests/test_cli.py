@@ -49,6 +49,7 @@ SAMPLE_OPTIONS = {
     "--cfg": (SamplingConfig, "guidance_scale"), "--seed": (SamplingConfig, "seed"),
     "--scheduler": (SamplingConfig, "scheduler"), "--noise-prior": (SamplingConfig, "noise_prior"),
     "--strength": (AppliedMotion, "strength"), "--mode": (AppliedMotion, "mode"),
+    "--start-percent": (AppliedMotion, "start_percent"), "--end-percent": (AppliedMotion, "end_percent"),
 }
 MINIMAL = {
     "train": ["train", "--model", "m", "--video", "v.mp4", "--prompt", "p", "--out", "o.safetensors"],

@@ -49,8 +49,11 @@ def test_prepare_modes(trained):
     obj = prepare_for_sampling(trained, 6, latent, latent, "object", 1.0)
     raw = prepare_for_sampling(trained, 6, latent, latent, "raw", 2.0)
     cam = prepare_for_sampling(trained, 6, latent, latent, "camera", 1.0)
+    centred = prepare_for_sampling(trained, 6, latent, latent, "centred", 1.0)
     name = next(iter(trained.value))
     torch.testing.assert_close(obj.value[name], frame_difference(trained.value[name]))
+    torch.testing.assert_close(centred.value[name] + trained.value[name].mean(dim=1, keepdim=True), trained.value[name])
+    assert float(centred.value[name].mean(dim=1).abs().max()) < 1e-6 and float(trained.value[name].mean(dim=1).abs().max()) > 1e-4
     torch.testing.assert_close(raw.value[name], 2.0 * trained.value[name])
     assert cam.value == {} and set(cam.query_key) == set(trained.query_key)
     with pytest.raises(InvalidSettingError, match="Unknown motion mode"):
@@ -187,3 +190,28 @@ def test_the_papers_size_passes_the_sampling_check_on_a_16_gb_gpu(tiny_model):
     latent_h, latent_w = zeroscope.latent_size(576, 320)
     assert (latent_h, latent_w) == (40, 72)
     assert estimate_sampling_bytes(zeroscope, 24, latent_h, latent_w, guided=True) < (16 - 4) * 2**30
+
+
+def _clean_predictions(model, motion) -> list[torch.Tensor]:
+    """The predicted clean latent after each of the 4 steps of a pure-noise run."""
+    seen: list[torch.Tensor] = []
+    sample_video(model, small(steps=4, noise_prior=0.0), motion, on_step=lambda i, n, x: seen.append(x.clone()))
+    return seen
+
+
+def test_step_window_applies_the_embedding_only_on_its_steps(tiny_model, trained):
+    plain = _clean_predictions(tiny_model, None)
+    full = _clean_predictions(tiny_model, AppliedMotion(trained, 1.0, "raw"))
+    assert all(torch.equal(a, b) for a, b in zip(_clean_predictions(tiny_model, AppliedMotion(trained, 1.0, "raw", 0.0, 1.0)), full))
+    early = _clean_predictions(tiny_model, AppliedMotion(trained, 1.0, "raw", end_percent=0.5))
+    late = _clean_predictions(tiny_model, AppliedMotion(trained, 1.0, "raw", start_percent=0.5))
+    for step in (0, 1):  # steps 0/4 and 1/4 are inside [0, 0.5): as with the embedding on every step
+        assert torch.equal(early[step], full[step]) and torch.equal(late[step], plain[step])
+    assert not torch.equal(full[0], plain[0])  # the embedding changes the first step's prediction
+    assert not torch.allclose(early[3], full[3]) and not torch.allclose(late[3], plain[3])
+
+
+@pytest.mark.parametrize("start, end", [(0.5, 0.5), (0.6, 0.2), (-0.1, 1.0), (0.0, 1.5)])
+def test_an_empty_or_out_of_range_step_window_is_refused(tiny_model, trained, start, end):
+    with pytest.raises(InvalidSettingError, match="start_percent < end_percent"):
+        sample_video(tiny_model, small(), AppliedMotion(trained, 1.0, "object", start, end))
