@@ -130,7 +130,6 @@ FAMILY_MODELS: dict[str, Path] = {
 }
 
 
-
 @dataclass(frozen=True)
 class Setting:
     """One generation setting.
@@ -398,7 +397,8 @@ class Benchmark:
         key = (reference, seed, loss, inversion)
         if key not in self.embeddings:
             cfg = self.config
-            caption = world.caption_for(self.references[reference].colour, self.references[reference].shape)
+            ref = self.references[reference]
+            caption = world.caption_for(ref.colour, ref.shape)
             train_cfg = TrainingConfig(
                 prompt=caption,
                 steps=cfg.train_steps,
@@ -544,9 +544,9 @@ def build_report(bench: Benchmark, command: str, started: str, elapsed: float, m
             kind: summarise([c for c in clips if bench.references[c.reference].kind == kind])["fidelity"] for kind in kinds
         }
     for setting in bench.settings:
-        control = per_setting.get(control_of(setting))
         own = per_setting[setting.name]
         own["control"] = control_of(setting)
+        control = per_setting.get(own["control"])
         own["embedding_share"] = own["fidelity"] - control["fidelity"] if control and setting.name != own["control"] else float("nan")
     return {
         "benchmark": "motion_transfer",

@@ -71,11 +71,6 @@ class AppliedMotion:
         """Whether the embeddings act on step ``step`` (0-based) of ``total``."""
         return self.start_percent <= step / total < self.end_percent
 
-    @property
-    def every_step(self) -> bool:
-        """True when the window covers every step (the processors never need switching)."""
-        return self.start_percent <= 0.0 and self.end_percent >= 1.0
-
 
 @dataclass
 class SamplingConfig:
@@ -207,7 +202,7 @@ def sample_video(
     text = torch.cat([encode_prompt(model, config.negative_prompt), positive]) if guided else positive
     latents = _start_latent(model, config, shape, inverted, sampler)
     total = len(sampler.timesteps)
-    windowed = motion is not None and motion.strength != 0 and not motion.every_step
+    windowed = motion is not None and motion.strength != 0
     with model.lock, installed_processors(model.denoiser, processors):
         for index, timestep in enumerate(sampler.timesteps):
             if windowed:

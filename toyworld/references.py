@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .world import COLOURS, DEFAULT_FRAMES, DEFAULT_SIZE, SHAPES, bounce_path, canvas_scale, object_size, reference_trajectories
+from .world import DEFAULT_FRAMES, DEFAULT_SIZE, bounce_path, canvas_scale, object_size, reference_trajectories
 
 #: The kinds of motion, in table order.
 MOTION_KINDS: tuple[str, ...] = ("bounce", "curve", "speed_up", "zigzag", "slow_down", "u_turn", "stop_go", "fall")
@@ -148,13 +148,3 @@ def benchmark_references(num_frames: int = DEFAULT_FRAMES, size: int = DEFAULT_S
         out[name] = Reference(name, kind, tracks[name], colour, shape)
     return out
 
-
-def _check_coverage() -> None:
-    """Every shape and colour appears among the references (import-time guard for edits of the table)."""
-    colours = {c for c, _ in APPEARANCES.values()}
-    shapes = {s for _, s in APPEARANCES.values()}
-    if colours != set(COLOURS) or shapes != set(SHAPES):
-        raise AssertionError(f"benchmark references must cover every colour and shape; missing {set(COLOURS) - colours} {set(SHAPES) - shapes}")
-
-
-_check_coverage()
