@@ -236,7 +236,8 @@ class RunConfig:
 def config_for_model(model: VideoModel, **run: object) -> RunConfig:
     """A :class:`RunConfig` with the model's recommended training/sampling values and its family's scheduler.
 
-    Settings whose loss the family refuses (the hybrid loss on Wan) drop out through ``losses``.
+    ``losses`` are those the selected settings train; settings whose loss the family refuses (the hybrid loss on Wan)
+    drop out through it.
     ``run`` gives the run's own fields (references, seeds, clips, threads) and any override.
     """
     rec = model.recommended
@@ -254,6 +255,8 @@ def config_for_model(model: VideoModel, **run: object) -> RunConfig:
     if rec.value("sample", "width") != rec.value("sample", "height"):
         raise ValueError("the benchmark's reference trajectories need a square sampling size")
     values.update({k: v for k, v in run.items() if v is not None})
+    selected = set(values.get("settings", DEFAULT_SETTINGS))  # type: ignore[arg-type]
+    values["losses"] = [loss for loss in values["losses"] if any(s.loss == loss and s.name in selected for s in SETTINGS)]  # type: ignore[union-attr]
     return RunConfig(**values)  # type: ignore[arg-type]
 
 

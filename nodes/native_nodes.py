@@ -16,14 +16,14 @@ from ..motion_core.families.wan_native import WanBlockMotion
 from ..motion_core.loss_plot import render_loss_curve
 from ..motion_core.native_training import train_foreign_wan
 from ..motion_core.safe_paths import unique_output_path
-from ..motion_core.sampling import SamplingConfig, blend_noise_prior
+from ..motion_core.sampling import AppliedMotion, SamplingConfig, blend_noise_prior
 from ..motion_core.training import TrainingConfig
 from . import comfy_bridge
 from .auto_widgets import AUTO_LAYERS
 from .embedding_facts import embedding_facts
 from .embedding_nodes import ApplyMotionEmbedding
 from .handles import CATEGORY, EMBEDDING_TYPE, MODEL_TYPE, MotionModel
-from .native_wan import patch_wan_model
+from .native_wan import patch_wan_model, sigma_window
 from .native_wan_training import comfy_wan, conditioning_tensor, reference_latent
 from .training_nodes import TrainMotionEmbedding, step_reporter
 
@@ -45,7 +45,8 @@ class ApplyMotionEmbeddingNative:
 
     @classmethod
     def INPUT_TYPES(cls):
-        shared = ApplyMotionEmbedding.INPUT_TYPES()["required"]
+        types = ApplyMotionEmbedding.INPUT_TYPES()
+        shared, window = types["required"], types["optional"]
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "A Wan 2.1/2.2 model from Load Diffusion Model (the one the embedding was trained on, or one of the same architecture)."}),
@@ -53,16 +54,26 @@ class ApplyMotionEmbeddingNative:
                 # the same widgets as Apply Motion Embedding (one source for their range, default and choices)
                 "strength": ("FLOAT", {**shared["strength"][1], "tooltip": "Scales the embeddings (1: as trained; 0: the MODEL unchanged)."}),
                 "mode": shared["mode"],
-            }
+            },
+            # optional, so that workflows saved before these widgets existed still load and queue unchanged
+            "optional": {
+                "start_percent": ("FLOAT", {**window["start_percent"][1], "tooltip": "The embeddings act from this point of the sampling on, as ComfyUI's ControlNet start percent (0: from the first step)."}),
+                "end_percent": ("FLOAT", {**window["end_percent"][1], "tooltip": "The embeddings act up to this point of the sampling, as ComfyUI's ControlNet end percent. Motion and layout are set early; ending earlier leaves the late steps to the prompt. 1: to the last step."}),
+            },
         }
 
-    def apply(self, model, motion_embedding: MotionEmbedding, strength: float, mode: str):
+    def apply(self, model, motion_embedding: MotionEmbedding, strength: float, mode: str,
+              start_percent: float = field_default(AppliedMotion, "start_percent"),
+              end_percent: float = field_default(AppliedMotion, "end_percent")):
         if float(strength) == 0.0:
             return (model,)
+        AppliedMotion(motion_embedding, float(strength), mode, float(start_percent), float(end_percent)).validate()
         mode = resolve_mode(mode, motion_embedding.info)
         motion = WanBlockMotion(motion_embedding, mode, float(strength))
+        motion.sigma_window = sigma_window(model, float(start_percent), float(end_percent))
         patched = patch_wan_model(model, motion)
-        logger.info("Motion embedding applied natively (mode %s, strength %g).", mode, float(strength))
+        logger.info("Motion embedding applied natively (mode %s, strength %g, sigma window %s).", mode, float(strength),
+                    motion.sigma_window or "all")
         return (patched,)
 
 

@@ -42,9 +42,10 @@ def _check_self_attention(attention: Any) -> None:
 def motion_self_attention(attention: Any, motion: Any, block_index: int) -> Callable[..., torch.Tensor]:
     """ComfyUI's ``WanSelfAttention.forward`` for ``attention`` with ``motion``'s embeddings of ``block_index``.
 
-    ``motion``: anything with ``inputs(block_index, x, token_grid)`` (the embeddings' q/k and v inputs). The returned
-    function takes ``x`` ``(B, F'*h*w, C)``, RoPE ``freqs`` and ``transformer_options`` (whose ``grid_sizes`` ComfyUI's
-    ``WanModel`` sets to the token grid ``(F', h, w)``) and returns ``(B, F'*h*w, C)``.
+    ``motion``: anything with ``inputs(block_index, x, token_grid, sigma)`` (the embeddings' q/k and v inputs). The
+    returned function takes ``x`` ``(B, F'*h*w, C)``, RoPE ``freqs`` and ``transformer_options`` (whose ``grid_sizes``
+    ComfyUI's ``WanModel`` sets to the token grid ``(F', h, w)`` and whose ``sigmas`` ComfyUI's sampler sets to the
+    call's noise level) and returns ``(B, F'*h*w, C)``.
     """
     from comfy.ldm.flux.math import apply_rope1  # type: ignore[import-not-found]
     from comfy.ldm.modules.attention import optimized_attention  # type: ignore[import-not-found]
@@ -59,7 +60,9 @@ def motion_self_attention(attention: Any, motion: Any, block_index: int) -> Call
                 "ComfyUI's Wan model ran its self-attention without transformer_options['grid_sizes']; the motion patch "
                 "needs that ComfyUI (0.3.x) behaviour. Update the pack or ComfyUI."
             )
-        qk_input, value_input = motion.inputs(block_index, x, tuple(grid))
+        sigmas = options.get("sigmas")  # set by ComfyUI's sampler for each model call
+        sigma = float(sigmas.flatten()[0]) if isinstance(sigmas, torch.Tensor) and sigmas.numel() else None
+        qk_input, value_input = motion.inputs(block_index, x, tuple(grid), sigma)
         q = apply_rope1(attention.norm_q(attention.q(qk_input)).view(b, s, n, d), freqs)
         k = apply_rope1(attention.norm_k(attention.k(qk_input)).view(b, s, n, d), freqs)
         out = optimized_attention(q.view(b, s, n * d), k.view(b, s, n * d), attention.v(value_input).view(b, s, n * d),
@@ -104,6 +107,15 @@ def _check_sites(blocks: Any, motion: Any) -> None:
                 f"The motion embedding was trained on a Wan model {motion.channels(index)} wide, but this one is {width} "
                 "wide: it was trained on a different Wan model."
             )
+
+
+def sigma_window(model_patcher: Any, start_percent: float, end_percent: float) -> tuple[float, float] | None:
+    """``(highest, lowest)`` noise level of a start/end percent window on this MODEL's sampling, as ComfyUI's
+    ControlNet computes its timestep range (``model_sampling.percent_to_sigma``); ``None`` for the whole run (0, 1)."""
+    if start_percent <= 0.0 and end_percent >= 1.0:
+        return None
+    sampling = model_patcher.get_model_object("model_sampling")
+    return float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent))
 
 
 def patch_wan_model(model_patcher: Any, motion: Any) -> Any:

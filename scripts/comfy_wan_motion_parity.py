@@ -10,7 +10,8 @@ diffusers path's on the same inputs:
 Inputs: ``latent`` (1, 16, F', h, w), ``timestep`` (1,), ``context`` (1, L, text_dim), ``lora_delta`` (a weight
 difference for block 0's q projection).
 Outputs: ``plain`` (the loaded MODEL), ``patched`` (the MODEL that the ``MI_ApplyMotionEmbeddingNative`` node returns),
-``zero_patched`` (the clone with the embedding's tensors set to zero), ``lora_patched`` (the node on a clone of the
+``zero_patched`` (the clone with the embedding's tensors set to zero), ``windowed_early`` / ``windowed_late`` (the node
+with end percent 0.5, called with the noise level ComfyUI's sampler passes at 25 % / 75 % of the run), ``lora_patched`` (the node on a clone of the
 MODEL that carries ``lora_delta`` as a weight patch, as a LoRA loader's MODEL does), ``plain_after`` (the loaded MODEL again, after
 the clones ran), each ComfyUI's ``WanModel`` output on the inputs; ``core_random_noise`` (core RandomNoise, seed 42)
 and ``start_noise_prior0`` (``MI_MotionStartNoise`` at noise prior 0, seed 42) for a latent shaped like ``latent``; metadata ``report`` (JSON): the clone's object patches and
@@ -61,10 +62,12 @@ def main() -> int:
     model = comfy.sd.load_diffusion_model(args.transformer)
     originals = {i: block.self_attn.forward for i, block in enumerate(model.model.diffusion_model.blocks)}
 
-    def run(patcher) -> torch.Tensor:
+    def run(patcher, sigma: float | None = None) -> torch.Tensor:
         comfy.model_management.load_models_gpu([patcher])
+        # ComfyUI's sampler puts the call's noise level in transformer_options["sigmas"] (samplers.calc_cond_batch)
+        options = {} if sigma is None else {"sigmas": torch.tensor([sigma])}
         with torch.no_grad():
-            return patcher.model.diffusion_model(inputs["latent"], inputs["timestep"], inputs["context"]).float()
+            return patcher.model.diffusion_model(inputs["latent"], inputs["timestep"], inputs["context"], transformer_options=options).float()
 
     apply = pack.NODE_CLASS_MAPPINGS["MI_ApplyMotionEmbeddingNative"]().apply  # the node, as ComfyUI calls it
     outputs = {"plain": run(model)}
@@ -74,6 +77,11 @@ def main() -> int:
     lora = model.clone()  # a weight patch (what a LoRA loader adds) on the MODEL the embedding goes on
     lora.add_patches({"diffusion_model.blocks.0.self_attn.q.weight": (inputs["lora_delta"],)}, 1.0)
     outputs["lora_patched"] = run(apply(lora, embedding, args.strength, args.mode)[0])
+    # the step window: end_percent 0.5 acts at the noise level of 25 % of the run and not at that of 75 %
+    sampling = model.get_model_object("model_sampling")
+    early, late = (float(sampling.percent_to_sigma(p)) for p in (0.25, 0.75))
+    windowed = apply(model, embedding, args.strength, args.mode, 0.0, 0.5)[0]
+    outputs["windowed_early"], outputs["windowed_late"] = run(windowed, early), run(windowed, late)
     outputs["plain_after"] = run(model)
     from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
 
@@ -87,6 +95,7 @@ def main() -> int:
         "input_model_object_patches": sorted(model.object_patches),
         "forwards_restored": all(blocks[i].self_attn.forward == originals[i] for i in originals),
         "pack": pack.__name__,
+        "window_sigmas": [early, late],
     }
     save_file({k: v.contiguous() for k, v in outputs.items()}, args.out, metadata={"report": json.dumps(report)})
     return 0

@@ -208,8 +208,22 @@ class CtrlCAfterFirstStep(logging.Handler):
             signal.raise_signal(signal.SIGINT)
 
 
+@pytest.fixture
+def python_sigint():
+    """SIGINT raises KeyboardInterrupt here, as in a terminal, also when the test run was started as a background job
+    (bash starts those with SIGINT ignored, and Python keeps an ignored SIGINT)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _default_sigint() -> None:
+    """In a child before it runs Python: SIGINT back to its default, so that Python installs its own handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_with_overwrite_keeps_the_old_file_and_says_where_the_new_one_is(
-    tiny_model_dir, reference_video, trained_file, tmp_path, caplog
+    tiny_model_dir, reference_video, trained_file, tmp_path, caplog, python_sigint
 ):
     caplog.set_level(logging.INFO, logger="motion_core")
     before = trained_file.read_bytes()
@@ -235,7 +249,8 @@ def test_ctrl_c_in_a_real_process_exits_130_with_one_line_and_keeps_the_embeddin
     args = train_args(tiny_model_dir, reference_video, out, "--save-every", "0", steps=2000)
     command = [sys.executable, "-m", "motion_core", *args]
     with open(stderr_path, "w") as stderr:
-        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
+                                   preexec_fn=_default_sigint)
     lines: queue.Queue[str | None] = queue.Queue()
 
     def read() -> None:

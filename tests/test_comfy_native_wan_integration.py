@@ -11,7 +11,8 @@ frame count than the run's (so both paths resample), goes on it through the ``MI
 the patched clone's output equals diffusers' ``WanTransformer3DModel`` with the pack's ``WanMotionAttnProcessor``
 within the float rounding of ComfyUI's other attention and RoPE kernels, also when the MODEL carries a LoRA-style weight
 patch (then equal to diffusers with that weight changed); zero embeddings give exactly the unpatched
-output; the MODEL the patch was made from has no object patch and its own methods, and computes exactly what it did;
+output; with end percent 0.5 the patch acts at the noise level ComfyUI's sampler passes early in the run and gives
+the plain output late; the MODEL the patch was made from has no object patch and its own methods, and computes exactly what it did;
 ``MI_MotionStartNoise`` at noise prior 0 draws exactly core RandomNoise's noise for the same seed.
 
 Training (``MI_TrainMotionEmbeddingNative``, through scripts/comfy_wan_training_check.py, node called under
@@ -103,6 +104,9 @@ def test_the_native_hook_on_comfyuis_wan_computes_what_the_diffusers_path_comput
     assert report["input_model_object_patches"] == [] and report["forwards_restored"]
     assert torch.equal(comfy["zero_patched"], comfy["plain"])
     assert torch.equal(comfy["plain_after"], comfy["plain"])
+    # end percent 0.5: the embedding acts early in the run (as the full patch) and not late (the plain model)
+    assert report["window_sigmas"][0] > report["window_sigmas"][1]
+    assert torch.equal(comfy["windowed_early"], comfy["patched"]) and torch.equal(comfy["windowed_late"], comfy["plain"])
     assert torch.equal(comfy["start_noise_prior0"], comfy["core_random_noise"])  # MI_MotionStartNoise draws core's noise
 
     expected = _diffusers_output(dit, embedding, mode, strength, inputs)

@@ -355,6 +355,30 @@ def test_block_motion_gives_every_block_the_inputs_the_diffusers_processors_use(
         assert not torch.equal(qk_input, hidden)
 
 
+def test_block_motion_acts_only_inside_its_sigma_window(wan):
+    """The native Apply's start/end percent: inside the noise-level window the inputs are the full patch's, outside
+    (and while disabled) the plain input; a call that names no noise level (training) gets the embeddings."""
+    from motion_core.families.wan_native import WanBlockMotion
+
+    trained = zero_embedding(_info(wan, "alternate", (3, 4, 4)))
+    generator = torch.Generator().manual_seed(1)
+    for tensor in [*trained.query_key.values(), *trained.value.values()]:
+        tensor.copy_(torch.randn(tensor.shape, generator=generator))
+    motion = WanBlockMotion(trained, "object", 1.0)
+    index = motion.block_indices[0]
+    hidden = torch.randn(1, 3 * 2 * 2, wan.denoiser.blocks[index].attn1.to_q.in_features, generator=generator)
+    full = motion.inputs(index, hidden, (3, 2, 2))
+    motion.sigma_window = (1.0, 0.6)
+    for sigma, acts in [(1.0, True), (0.8, True), (0.6, True), (0.59, False), (0.1, False), (None, True)]:
+        qk_input, value_input = motion.inputs(index, hidden, (3, 2, 2), sigma)
+        if acts:
+            assert torch.equal(qk_input, full[0]) and torch.equal(value_input, full[1]), sigma
+        else:
+            assert qk_input is hidden and value_input is hidden, sigma
+    motion.enabled = False
+    assert motion.inputs(index, hidden, (3, 2, 2), 0.8)[0] is hidden
+
+
 def test_block_motion_refuses_an_embedding_of_another_family(tiny_model, reference_clip):
     from motion_core.families.wan_native import WanBlockMotion
 

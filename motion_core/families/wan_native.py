@@ -26,11 +26,16 @@ _BLOCK_NAME = re.compile(r"^blocks\.(\d+)$")
 
 class _BlockMotion:
     """Embeddings on a Wan transformer's self-attentions, addressed by block index; subclasses say where the
-    tensors of a site come from (:meth:`_tensors`). ``enabled = False`` gives every block its plain input."""
+    tensors of a site come from (:meth:`_tensors`). ``enabled = False`` gives every block its plain input.
+
+    ``sigma_window``: ``(highest, lowest)`` noise level the embeddings act at, both included (what ComfyUI's
+    ControlNet makes of start/end percent with ``model_sampling.percent_to_sigma``); ``None``: every noise level.
+    """
 
     def __init__(self, sites: Sequence[TemporalBlock], patch: tuple[int, int]) -> None:
         self.patch = tuple(patch)
         self.enabled = True
+        self.sigma_window: tuple[float, float] | None = None
         self._sites: dict[int, TemporalBlock] = {}
         for block in sites:
             match = _BLOCK_NAME.match(block.name)
@@ -51,17 +56,28 @@ class _BlockMotion:
         """``(query_key (1, F', C) or None, value (hv*wv, F', C) or None)`` of ``site`` for a run on ``token_grid``."""
         raise NotImplementedError
 
-    def inputs(self, block_index: int, hidden: torch.Tensor, token_grid: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def acts_at(self, sigma: float | None) -> bool:
+        """Whether the embeddings act at noise level ``sigma`` (``None``: a call that did not say, e.g. training)."""
+        if not self.enabled:
+            return False
+        if self.sigma_window is None or sigma is None:
+            return True
+        highest, lowest = self.sigma_window
+        return lowest <= sigma <= highest
+
+    def inputs(self, block_index: int, hidden: torch.Tensor, token_grid: tuple[int, int, int],
+               sigma: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(q/k input, v input)`` of block ``block_index``'s self-attention.
 
         Args:
             hidden: the self-attention input ``(B, F'*h*w, C)``, frame-major tokens.
             token_grid: ``(F', h, w)`` of this call.
+            sigma: the noise level of this call (ComfyUI's ``transformer_options["sigmas"]``), for :attr:`sigma_window`.
 
-        A block without embeddings (or any block while disabled) gets ``(hidden, hidden)``.
+        A block without embeddings (or any block while disabled or outside the sigma window) gets ``(hidden, hidden)``.
         """
         site = self._sites.get(block_index)
-        if site is None or not self.enabled:
+        if site is None or not self.acts_at(sigma):
             return hidden, hidden
         frames, height, width = (int(n) for n in token_grid)
         if hidden.shape[1] != frames * height * width:
