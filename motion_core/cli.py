@@ -197,11 +197,14 @@ SAMPLING_SETTINGS: tuple[Setting, ...] = (
 MOTION_SETTINGS: tuple[Setting, ...] = (
     Setting("--strength", AppliedMotion, "strength", "scales both embeddings; 0 is the plain model"),
     Setting("--start-percent", AppliedMotion, "start_percent", "the embeddings act from this share of the sampling steps on (0..1)"),
-    Setting("--end-percent", AppliedMotion, "end_percent", "the embeddings act up to this share of the sampling steps (0..1; 1: to the end)"),
+    Setting("--end-percent", AppliedMotion, "end_percent",
+            "the embeddings act up to this share of the sampling steps (0..1; 1: to the end); the last steps left to "
+            "the prompt keep its look"),
     Setting("--mode", AppliedMotion, "mode",
-            "object: motion without the reference's look (frame-differenced value); centred: the value minus its mean over "
-            "the frames; camera: query-key only, best text alignment; raw: as trained; "
-            "embedding default: the embedding's own (camera for debiased_hybrid, else object)",
+            "raw: both embeddings as trained (the most motion; with the default end percent the prompt's look holds); "
+            "object: the frame-differenced value; centred: the value minus its mean over the frames; camera: "
+            "query-key only; embedding default: the embedding's own (camera for debiased_hybrid, else raw; object in "
+            "files from before 2026-12-03)",
             MODE_CHOICES),
 )
 

@@ -21,10 +21,21 @@ from .motion_sites import TemporalBlock
 
 MotionMode = Literal["object", "camera", "raw", "centred"]
 MOTION_MODES: tuple[str, ...] = ("object", "camera", "raw", "centred")
-# Apply's choice that means "the mode the embedding's file recommends" (camera for the hybrid loss, else object).
+# Apply's choice that means "the mode the embedding's file recommends" (:func:`default_mode_for`; files written
+# before that choice changed keep the mode they name, object for the base loss).
 EMBEDDING_DEFAULT_MODE = "embedding default"
 MODE_CHOICES: tuple[str, ...] = (EMBEDDING_DEFAULT_MODE, *MOTION_MODES)
 LOSS_NAMES: tuple[str, ...] = ("base", "debiased_temporal", "debiased_hybrid")
+
+
+def default_mode_for(loss: str) -> str:
+    """The mode a new embedding trained with ``loss`` recommends (stored in its file as ``default_mode``).
+
+    Raw (both embeddings as trained) with Apply's default step window (the first 75 % of the steps) was the measured
+    best of ``benchmarks/bench_motion_transfer.py`` on the UNet3D and AnimateDiff toy models (motion fidelity 0.98,
+    prompt's look in 98 % of clips; README, Measurements); camera for the hybrid loss, whose spatial LoRA took the look.
+    """
+    return "camera" if loss == "debiased_hybrid" else "raw"
 
 # Largest |value| a query-key or value embedding can reach by training. Embeddings start at zero and AdamW moves
 # each value by at most lr * |m/sqrt(v)| per step; with betas (0.9, 0.999) that ratio is below 7.3 even for the

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import flow_matching as fm
-from .embedding import EmbeddingInfo, MotionEmbedding, check_fits, zero_embedding
+from .embedding import EmbeddingInfo, MotionEmbedding, check_fits, default_mode_for, zero_embedding
 from .embedding_file import check_output_writable
 from .errors import InvalidSettingError
 from .families.flow import flow_euler_invert_with
@@ -115,7 +115,7 @@ class ForeignWanTrainer(EmbeddingTrainer):
             steps=self.completed_steps,
             loss=config.loss,
             prompt=config.prompt,
-            default_mode="object",
+            default_mode=default_mode_for(config.loss),
             extra={
                 "learning_rate": config.learning_rate,
                 "layer_set": config.layer_set,

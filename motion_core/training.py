@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .diffusion import encode_frames, encode_prompt
-from .embedding import EmbeddingInfo, MotionEmbedding, check_fits, zero_embedding
+from .embedding import EmbeddingInfo, MotionEmbedding, check_fits, default_mode_for, zero_embedding
 from .embedding_file import check_output_writable, save_embedding_or_rescue
 from .errors import EmbeddingSaveError, InvalidSettingError, TrainingDivergedError
 from .families import FAMILY_DEFAULT
@@ -218,7 +218,7 @@ class EmbeddingTrainer:
             steps=self.completed_steps,
             loss=config.loss,
             prompt=config.prompt,
-            default_mode="camera" if config.loss == "debiased_hybrid" else "object",
+            default_mode=default_mode_for(config.loss),
             extra={
                 "learning_rate": config.learning_rate,
                 "layer_set": config.layer_set,

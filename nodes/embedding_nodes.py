@@ -84,12 +84,12 @@ class ApplyMotionEmbedding:
                 "model": (MODEL_TYPE, {"tooltip": "The model the embedding was trained on (or one of the same architecture)."}),
                 "motion_embedding": (EMBEDDING_TYPE, {"tooltip": "The motion to transfer."}),
                 "strength": ("FLOAT", {"default": field_default(AppliedMotion, "strength"), "min": -4.0, "max": 4.0, "step": 0.05, "tooltip": "Scales the embeddings (1: as trained). 0 gives the plain model: no embedding and no start from the reference's inverted latent."}),
-                "mode": (list(MODE_CHOICES), {"default": EMBEDDING_DEFAULT_MODE, "tooltip": "embedding default: the mode the embedding was trained for (camera for the debiased hybrid loss, else object). object: frame-differenced value embedding (keeps motion, drops the reference's look). centred: the value embedding minus its mean over the frames (the paper's alternative). camera: query-key only, best text alignment. raw: as trained (may copy the reference's look)."}),
+                "mode": (list(MODE_CHOICES), {"default": EMBEDDING_DEFAULT_MODE, "tooltip": "embedding default: the mode the embedding recommends (camera for the debiased hybrid loss, else raw; object in files from before 2026-12-03). raw: both embeddings as trained, the most motion; with end percent below 1 the last steps restore the prompt's look (at 1 it copies the reference's look). object: the frame-differenced value embedding. centred: the value embedding minus its mean over the frames (the paper's alternative). camera: query-key only, the weakest motion."}),
             },
             # optional, so that workflows saved before these widgets existed still load and queue unchanged
             "optional": {
                 "start_percent": ("FLOAT", {"default": field_default(AppliedMotion, "start_percent"), "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "The embeddings act from this share of the sampling steps on (as ControlNet's start percent). 0: from the first step."}),
-                "end_percent": ("FLOAT", {"default": field_default(AppliedMotion, "end_percent"), "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "The embeddings act up to this share of the sampling steps (as ControlNet's end percent). Motion and layout are set in the early steps; ending earlier leaves the late steps to the prompt. 1: to the last step."}),
+                "end_percent": ("FLOAT", {"default": field_default(AppliedMotion, "end_percent"), "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "The embeddings act up to this share of the sampling steps (as ControlNet's end percent). Motion and layout are set in the early steps; the late steps left to the prompt keep its look (default 0.75: the measured best). 1: to the last step."}),
             },
         }
 

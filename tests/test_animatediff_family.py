@@ -158,7 +158,7 @@ def test_training_lowers_the_loss_and_the_file_loads_back(animatediff, clip, tmp
 def test_the_debiased_losses_train_on_animatediff(animatediff, clip, loss):
     result = train_motion_embedding(animatediff, clip, config(steps=2, loss=loss, lora_rank=2, layer_set="paper"))
     assert len(result.losses) == 2 and all(torch.isfinite(torch.tensor(result.losses)))
-    assert result.embedding.info.default_mode == ("camera" if loss == "debiased_hybrid" else "object")
+    assert result.embedding.info.default_mode == ("camera" if loss == "debiased_hybrid" else "raw")
 
 
 def test_an_embedding_resamples_to_other_frame_counts_and_sizes(animatediff, clip):

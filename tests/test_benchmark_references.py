@@ -75,3 +75,53 @@ def test_the_prompts_differ_from_the_reference_in_colour_and_shape():
         prompts = bench.prompt_plan(ref, index, 0, 3)
         assert len(set(prompts)) == 3
         assert all(c != ref.colour and s != ref.shape for c, s in prompts)
+
+
+def test_the_benchmarks_pack_default_row_is_what_the_nodes_and_cli_do_by_default(tiny_model, reference_clip):
+    """The row the targets are checked on uses the core's defaults: training loss and inversion, the embedding's
+    default mode as Apply resolves it, Apply's strength and step window, the sampler's noise prior."""
+    from motion_core.defaults import field_default
+    from motion_core.embedding import EMBEDDING_DEFAULT_MODE, resolve_mode
+    from motion_core.sampling import AppliedMotion, SamplingConfig
+    from motion_core.training import TrainingConfig, train_motion_embedding
+
+    bench = _bench_module()
+    row = next(s for s in bench.SETTINGS if s.name == bench.PACK_DEFAULT)
+    assert bench.PACK_DEFAULT in bench.DEFAULT_SETTINGS
+    assert {t[0] for t in bench.TARGETS} == {bench.PACK_DEFAULT, "diff_value_pure_noise"}
+    config = TrainingConfig(prompt="a red square", steps=1, inversion_steps=0, save_every=0)
+    assert (row.loss, row.inversion) == (config.loss, config.inversion)
+    info = train_motion_embedding(tiny_model, reference_clip, config).embedding.info
+    applied = AppliedMotion(None)  # type: ignore[arg-type]
+    assert row.mode == resolve_mode(applied.mode, info) and applied.mode == EMBEDDING_DEFAULT_MODE
+    assert (row.strength, row.end_percent, 0.0) == (applied.strength, applied.end_percent, applied.start_percent)
+    assert row.noise_prior == field_default(SamplingConfig, "noise_prior")
+
+
+def _report(settings: dict[str, float], first_loss: float = 0.05, lr: float = 0.1) -> dict:
+    """A minimal version-2 report with one training record and the given setting -> fidelity rows."""
+    rows = {name: {"fidelity": fidelity, "text_alignment": 1.0} for name, fidelity in settings.items()}
+    return {
+        "benchmark_version": 2, "family": "unet3d", "model": "m", "reference_appearance": {"bounce": ["red", "square"]},
+        "command": "run", "elapsed_seconds": 1.0, "sampling_seconds": 1.0,
+        "config": {"learning_rate": lr, "settings": list(settings), "losses": ["base"]},
+        "settings": rows, "fidelity_by_reference": {n: {} for n in settings}, "fidelity_by_kind": {n: {} for n in settings},
+        "training": [{"reference": "bounce", "seed": 0, "loss": "base", "inversion": "plain", "first_loss": first_loss,
+                      "final_loss_mean20": 0.01, "inverted_latent_std": 2.0}],
+        "clips": [{"setting": n} for n in settings],
+    }
+
+
+def test_merged_runs_keep_the_settings_order_and_measure_shares_against_controls_from_either_run():
+    bench = _bench_module()
+    merged = bench.merge_reports([_report({"raw_value_end_0.5": 0.9}), _report({"no_embedding": 0.1, "inverted_start_only": 0.7})])
+    assert list(merged["settings"]) == ["no_embedding", "inverted_start_only", "raw_value_end_0.5"]
+    assert merged["settings"]["raw_value_end_0.5"]["embedding_share"] == pytest.approx(0.2)
+    assert len(merged["clips"]) == 3 and merged["command"] == "run + run"
+
+
+@pytest.mark.parametrize("other", [_report({"no_embedding": 0.1}, lr=0.2), _report({"no_embedding": 0.1}, first_loss=0.06)])
+def test_runs_of_another_configuration_or_training_are_not_merged(other):
+    bench = _bench_module()
+    with pytest.raises(SystemExit, match="differ"):
+        bench.merge_reports([_report({"raw_value_end_0.5": 0.9}), other])

@@ -174,7 +174,7 @@ def test_training_lowers_the_loss_and_the_file_loads_back(latte, clip, tmp_path)
 def test_the_debiased_losses_train_on_latte(latte, clip, loss):
     result = train_motion_embedding(latte, clip, config(steps=2, loss=loss, lora_rank=2, layer_set="alternate"))
     assert len(result.losses) == 2 and all(torch.isfinite(torch.tensor(result.losses)))
-    assert result.embedding.info.default_mode == ("camera" if loss == "debiased_hybrid" else "object")
+    assert result.embedding.info.default_mode == ("camera" if loss == "debiased_hybrid" else "raw")
 
 
 def test_an_embedding_samples_at_other_sizes_and_other_frame_counts_are_refused(latte, clip):

@@ -201,14 +201,16 @@ def _clean_predictions(model, motion) -> list[torch.Tensor]:
 
 def test_step_window_applies_the_embedding_only_on_its_steps(tiny_model, trained):
     plain = _clean_predictions(tiny_model, None)
-    full = _clean_predictions(tiny_model, AppliedMotion(trained, 1.0, "raw"))
-    assert all(torch.equal(a, b) for a, b in zip(_clean_predictions(tiny_model, AppliedMotion(trained, 1.0, "raw", 0.0, 1.0)), full))
+    full = _clean_predictions(tiny_model, AppliedMotion(trained, 1.0, "raw", 0.0, 1.0))  # every step
     early = _clean_predictions(tiny_model, AppliedMotion(trained, 1.0, "raw", end_percent=0.5))
-    late = _clean_predictions(tiny_model, AppliedMotion(trained, 1.0, "raw", start_percent=0.5))
+    late = _clean_predictions(tiny_model, AppliedMotion(trained, 1.0, "raw", 0.5, 1.0))
     for step in (0, 1):  # steps 0/4 and 1/4 are inside [0, 0.5): as with the embedding on every step
         assert torch.equal(early[step], full[step]) and torch.equal(late[step], plain[step])
     assert not torch.equal(full[0], plain[0])  # the embedding changes the first step's prediction
     assert not torch.allclose(early[3], full[3]) and not torch.allclose(late[3], plain[3])
+    # the default window (the first 75 %): steps 0-2 of 4 with the embedding, the last one without
+    default = _clean_predictions(tiny_model, AppliedMotion(trained, 1.0, "raw"))
+    assert all(torch.equal(default[step], full[step]) for step in (0, 1, 2)) and not torch.allclose(default[3], full[3])
 
 
 @pytest.mark.parametrize("start, end", [(0.5, 0.5), (0.6, 0.2), (-0.1, 1.0), (0.0, 1.5)])

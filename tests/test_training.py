@@ -60,7 +60,7 @@ def test_other_losses_train_and_leave_no_trace(tiny_model, reference_clip, loss)
     assert any(t.abs().sum() > 0 for t in result.embedding.value.values())
     assert tiny_model.unet.attn_processors == before  # the hybrid LoRA is gone
     assert sum(1 for _ in tiny_model.unet.parameters()) == n_params
-    assert result.embedding.info.default_mode == ("camera" if loss == "debiased_hybrid" else "object")
+    assert result.embedding.info.default_mode == ("camera" if loss == "debiased_hybrid" else "raw")
 
 
 def test_sample_prediction_models_train(tiny_sample_model_dir, reference_clip):
