@@ -24,8 +24,11 @@ default_mode                    base   object   0.5   plain  the paper's default
 object_mode_inverted_embedded   base   object   0.5   emb.   the same, start inverted through the embeddings
 default_strength_0.75           base   object   0.5   plain  the default with Apply strength 0.75
 default_strength_0.5            base   object   0.5   plain  the default with Apply strength 0.5
-default_end_0.75/0.5/0.25       base   object   0.5   plain  the default on the first 75/50/25 % of the steps only
-raw_value_end_0.5               base   raw      0.5   plain  raw value + QK on the first half of the steps only
+default_end_0.75/0.5/0.25       base   object   0.5   plain  object mode on the first 75/50/25 % of the steps only
+raw_value_end_0.75/0.5/0.25     base   raw      0.5   plain  raw value + QK on the first 75/50/25 % of the steps only
+                                                             (raw_value_end_0.75: the pack's default, PACK_DEFAULT)
+raw_pure_noise_end_0.75/0.5     base   raw      0.0   -      the same from pure noise, first 75/50 % of the steps
+diff_pure_noise_end_0.75        base   object   0.0   -      object mode from pure noise, first 75 % of the steps
 centred_pure_noise              base   centred  0.0   -      value minus its temporal mean (the paper's ablation), pure noise
 centred_mode / centred_end_0.5  base   centred  0.5   plain  the same from the inverted start; on the first half of the steps
 camera_mode                     base   camera   0.5   plain  QK only from the inverted start
@@ -187,11 +190,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("loss_debiased_hybrid_camera", "debiased_hybrid", "camera", 1.0, 0.5, "hybrid loss, camera mode, p=0.5"),
 )
 
-#: What a run measures unless ``--settings`` says otherwise: the controls, the default and its strengths, the
-#: pure-noise modes and camera mode, all from one embedding per reference (base loss, plain inversion). The other
-#: rows (inversion through the embeddings, the debiased losses) were measured by the first benchmark
-#: (4 references x 2 seeds; results in ``benchmarks/results/motion_transfer*.md`` at commit 2b9a6c1) and run with
-#: ``--settings all``.
+#: What a run measures unless ``--settings`` says otherwise: the controls, the pure-noise modes, the paper's default
+#: and its strength 0.75, the step windows that decided the pack's default, centred and camera mode, all from one
+#: embedding per reference (base loss, plain inversion). The other rows (inversion through the embeddings, the
+#: debiased losses, the windows that lost) run with ``--settings all``; the first benchmark (4 references x 2 seeds;
+#: ``benchmarks/results/motion_transfer*.md`` at commit 2b9a6c1) found no gain from the losses or the inversion.
 DEFAULT_SETTINGS: tuple[str, ...] = (
     "no_embedding",
     "inverted_start_only",
