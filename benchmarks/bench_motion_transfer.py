@@ -809,12 +809,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.rerender is not None:
         sys.stdout.write(rerender(args.rerender))
         return 0
-    stem = "motion_transfer" + ("" if args.family == "unet3d" else f"_{args.family}") + ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
     if args.merge is not None:
-        written = {(args.out / f"{stem}{suffix}").resolve() for suffix in (".json", ".md")}
-        if any(path.resolve() in written or path.with_suffix(".md").resolve() in written for path in args.merge):
-            raise SystemExit(f"--merge would overwrite one of its inputs ({stem}.json); give another --tag or --out")
         report = merge_reports([json.loads(path.read_text()) for path in args.merge])
+        stem = _stem(report["family"], False, args.tag)
+        if (args.out / f"{stem}.json").resolve() in {path.resolve() for path in args.merge}:
+            raise SystemExit(f"--merge would overwrite one of its inputs ({stem}.json); give another --tag or --out")
         return _write_report(report, args.out, stem)
     torch.set_num_threads(args.threads)
     command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/bench_motion_transfer.py", *(sys.argv[1:] if argv is None else argv)])
@@ -835,7 +834,12 @@ def main(argv: list[str] | None = None) -> int:
     bench = Benchmark(model, config)
     bench.run()
     report = build_report(bench, command, started, time.perf_counter() - start, model_dir)
-    return _write_report(report, args.out, stem)
+    return _write_report(report, args.out, _stem(args.family, args.quick, args.tag))
+
+
+def _stem(family: str, quick: bool, tag: str) -> str:
+    """The result files' name: ``motion_transfer[_family][_quick][_tag]`` (no family part for unet3d)."""
+    return "motion_transfer" + ("" if family == "unet3d" else f"_{family}") + ("_quick" if quick else "") + (f"_{tag}" if tag else "")
 
 
 def _write_report(report: dict, out: Path, stem: str) -> int:
