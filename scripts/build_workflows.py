@@ -245,7 +245,7 @@ def wan_native_train_and_sample(pack, files: NativeWanFiles) -> dict[str, Any]:
 
 #: Every example workflow: file name (without .json) -> builder.
 #: Family -> its bundled toy-world model (the UNet3D toy's world and clip geometry): one example workflow each.
-FAMILY_DEMOS = {"animatediff": "toyworld-animatediff (bundled demo)"}
+FAMILY_DEMOS = {"animatediff": "toyworld-animatediff (bundled demo)", "latte": "toyworld-latte (bundled demo)"}
 
 
 def family_train_and_sample(family: str):
