@@ -10,6 +10,7 @@ The name is kept from the UNet3D era because it is stored in embedding files.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -38,3 +39,14 @@ class TemporalBlock:
         for _ in range(self.level):
             h, w = math.ceil(h / 2), math.ceil(w / 2)
         return h, w
+
+
+def embedding_value_count(sites: Sequence[TemporalBlock], frames: int, latent_height: int, latent_width: int) -> int:
+    """Trainable values of the embeddings on ``sites`` for ``frames`` (N) at that latent size: per site one
+    query-key embedding ``(1, N, C)`` and per attention layer one value embedding ``(h*w, N, C)`` on the site's grid
+    (the shapes :func:`motion_core.embedding.zero_embedding` makes)."""
+    total = 0
+    for site in sites:
+        grid_h, grid_w = site.grid(latent_height, latent_width)
+        total += frames * site.channels * (1 + len(site.attention_names) * grid_h * grid_w)
+    return total

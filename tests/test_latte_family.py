@@ -8,6 +8,7 @@ from conftest import moving_square_clip
 from torch import nn
 
 from motion_core import cli
+from motion_core.families.block_stack import TRAINING_BYTES_PER_EMBEDDING_VALUE, embedding_training_bytes
 from motion_core.attention import MotionAttnProcessor, PlainFrameAttnProcessor
 from motion_core.diffusion import encode_frames, encode_prompt
 from motion_core.embedding import EmbeddingInfo, zero_embedding
@@ -165,6 +166,9 @@ def test_training_lowers_the_loss_and_the_file_loads_back(latte, clip, tmp_path)
     assert shapes["query_key.temporal_transformer_blocks.0"] == (1, FRAMES, 16)
     assert shapes["value.temporal_transformer_blocks.0.attn1"] == (64, FRAMES, 16)  # 16x16 latent: 8x8 patches
     assert shapes["inverted_latent"] == (4, FRAMES, 16, 16)
+    # the pre-flight estimate counts exactly the values trained (value, gradient and two AdamW moments each)
+    state = embedding_training_bytes(latte.family.select_sites(latte.denoiser, "all", 16, 16), FRAMES, 16, 16)
+    assert state == TRAINING_BYTES_PER_EMBEDDING_VALUE * result.embedding.num_parameters
     loaded = load_embedding(path)
     for name, tensor in result.embedding.value.items():
         assert torch.equal(loaded.value[name], tensor)

@@ -10,6 +10,7 @@ from conftest import moving_square_clip
 from torch import nn
 
 from motion_core import cli
+from motion_core.families.block_stack import TRAINING_BYTES_PER_EMBEDDING_VALUE, embedding_training_bytes
 from motion_core.diffusion import encode_frames, encode_prompt
 from motion_core.embedding import EmbeddingInfo, prepare_for_sampling, zero_embedding
 from motion_core.embedding_file import load_embedding, read_embedding_info
@@ -170,6 +171,9 @@ def test_training_lowers_the_loss_on_a_fixed_clip_and_saves_format_3(wan, clip, 
     assert info.extra["flow_shift"] == 3.0 and info.extra["layer_set"] == "all"
     assert shapes["query_key.blocks.0"] == (1, 3, 24) and shapes["value.blocks.0.attn1"] == (4, 3, 24)
     assert shapes["inverted_latent"] == (16, 3, 4, 4)
+    # the memory estimate counts exactly the values trained (value, gradient and two AdamW moments each)
+    state = embedding_training_bytes(wan.family.select_sites(wan.denoiser, "all", 4, 4), 3, 4, 4)  # latent frames, grid
+    assert state == TRAINING_BYTES_PER_EMBEDDING_VALUE * result.embedding.num_parameters
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as handle:

@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ModelLoadError
-from ..motion_sites import TemporalBlock
+from ..motion_sites import TemporalBlock, embedding_value_count
 
 # Layer set -> (first, stop, step) as fractions of the block count.
 LAYER_SETS: dict[str, tuple[float, float, int]] = {
@@ -36,6 +36,10 @@ LOADABLE_LIBRARIES = ("transformers",)
 STORED_PER_TOKEN_DIM = 24
 STORED_PER_TOKEN_FFN = 4
 MEMORY_SAFETY = 1.25
+#: Bytes each trainable embedding value holds while training: the fp32 value, its gradient and AdamW's two moments.
+#: The transformer-stack estimates count them on top of the activations (the UNet3D factors were fitted to whole
+#: training peaks, which include them).
+TRAINING_BYTES_PER_EMBEDDING_VALUE = 4 * 4
 
 
 def value_grid_level(latent_height: int, latent_width: int, patch: int = 2) -> int:
@@ -92,6 +96,13 @@ def training_activation_bytes(tokens: int, dim: int, ffn_dim: int, blocks: int, 
     per_block = tokens * (STORED_PER_TOKEN_DIM * dim + STORED_PER_TOKEN_FFN * ffn_dim)
     stored = blocks * tokens * dim + 3 * per_block if checkpointing else blocks * per_block
     return int(MEMORY_SAFETY * stored * element)
+
+
+def embedding_training_bytes(sites: Sequence[TemporalBlock], frames: int, latent_height: int, latent_width: int) -> int:
+    """Bytes the embeddings on ``sites`` hold while training at ``frames`` (N) and that latent size: small on the
+    UNets, but the value grids of a transformer stack add up (Latte-1 at 512x512, 16 frames, ``all``: 132 M values,
+    2.1 GB)."""
+    return TRAINING_BYTES_PER_EMBEDDING_VALUE * embedding_value_count(sites, frames, latent_height, latent_width)
 
 
 def describe_sites(sites: Sequence[TemporalBlock], count: int, noun: str, latent_height: int, latent_width: int) -> str:

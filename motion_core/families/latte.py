@@ -33,7 +33,8 @@ from ..errors import InvalidSettingError, ModelLoadError
 from ..motion_sites import TemporalBlock
 from ..text_encoding import encode_masked_prompts
 from .block_stack import (
-    LAYER_SETS, block_indices, describe_sites, diffusers_checkpointing, load_transformers_part, training_activation_bytes, value_grid_level,
+    LAYER_SETS, MEMORY_SAFETY, block_indices, describe_sites, diffusers_checkpointing, embedding_training_bytes,
+    load_transformers_part, value_grid_level,
 )
 from . import unet3d_memory
 from .unet3d import UNet3DFamily
@@ -47,9 +48,16 @@ LATTE_TEXT_POSITIONS = 120
 LATTE_LAYER_SETS = ("all", *(name for name in LAYER_SETS if name != "all"))
 # Added to the cross-attention scores of padded text positions (diffusers' bias convention for Latte).
 MASKED_SCORE = -10000.0
-# Elements a geglu / gelu feed-forward keeps per token, in units of the model width (4x hidden, geglu's doubled
-# projection): counted as the feed-forward width of block_stack.training_activation_bytes.
-FEED_FORWARD_WIDTH = 8
+# Training memory of a Latte block pair, measured (CPU, fp32, Latte-1's blocks at 512 and 1152 tokens: the floor step
+# of benchmarks/bench_training.py, peak RSS above the loaded model): elements kept per token, block and model width
+# without checkpointing (22.2 and 22.3 measured), and with diffusers' per-block checkpointing (7.2 and 8.2: the blocks'
+# inputs plus what the recomputes leave behind on CPU). Times block_stack.MEMORY_SAFETY; the embeddings' training
+# state comes on top.
+STORED_PER_TOKEN_DIM = 23.0
+CHECKPOINTED_PER_TOKEN_DIM = 8.5
+# Elements one block keeps per token while sampling (no gradients), in units of the model width: the attention's q,
+# k, v and output, and the 4x feed-forward hidden layer before and after its activation.
+SAMPLING_PER_TOKEN_DIM = 12
 
 
 def patch_size(denoiser: nn.Module) -> int:
@@ -218,25 +226,30 @@ class LatteFamily(UNet3DFamily):
     def estimate_training_bytes(
         self, model: VideoModel, frames: int, latent_height: int, latent_width: int, checkpointing: bool, layer_set: str
     ) -> int:
-        """Every block from the first site's layer on (its spatial and temporal block) keeps what a Wan block keeps per
-        token (:func:`.block_stack.training_activation_bytes`, calibrated on Wan) with a feed-forward
-        :data:`FEED_FORWARD_WIDTH` times the width; ``benchmarks/bench_training.py --family latte`` prints it beside
-        the measured peak."""
+        """Every block from the first site's layer on (its spatial and temporal block) keeps
+        :data:`STORED_PER_TOKEN_DIM` (or, checkpointed, :data:`CHECKPOINTED_PER_TOKEN_DIM`) elements per token and
+        model width, times :data:`.block_stack.MEMORY_SAFETY`; plus the embeddings' training state.
+        ``benchmarks/bench_training.py --family latte`` measures the peaks and ``benchmarks/check_memory_estimate.py``
+        compares this estimate with them."""
         config = model.denoiser.config
         element = torch.finfo(model.dtype).bits // 8
         dim = int(config.num_attention_heads * config.attention_head_dim)
         count = len(model.denoiser.temporal_transformer_blocks)
-        first = block_indices(count, layer_set if layer_set in LAYER_SETS else "all")[0]
+        known = layer_set if layer_set in LAYER_SETS else "all"
+        first = block_indices(count, known)[0]
         tokens = self._tokens(model, frames, latent_height, latent_width)
-        return training_activation_bytes(tokens, dim, FEED_FORWARD_WIDTH * dim, 2 * (count - first), element, checkpointing)
+        per_token = CHECKPOINTED_PER_TOKEN_DIM if checkpointing else STORED_PER_TOKEN_DIM
+        activations = MEMORY_SAFETY * 2 * (count - first) * tokens * per_token * dim * element
+        sites = self.select_sites(model.denoiser, known, latent_height, latent_width)
+        return int(activations) + embedding_training_bytes(sites, frames, latent_height, latent_width)
 
     def estimate_sampling_bytes(self, model: VideoModel, frames: int, latent_height: int, latent_width: int, guided: bool) -> int:
-        """A floor: latents (fp32, batch 2 with guidance), one block's working set (``(4 + FEED_FORWARD_WIDTH) * dim``
+        """A floor: latents (fp32, batch 2 with guidance), one block's working set (``SAMPLING_PER_TOKEN_DIM * dim``
         per token) or the 2-D VAE decode, whichever is larger."""
         config = model.denoiser.config
         batch = 2 if guided else 1
         element = torch.finfo(model.dtype).bits // 8
         dim = int(config.num_attention_heads * config.attention_head_dim)
-        working = batch * self._tokens(model, frames, latent_height, latent_width) * (4 + FEED_FORWARD_WIDTH) * dim * element
+        working = batch * self._tokens(model, frames, latent_height, latent_width) * SAMPLING_PER_TOKEN_DIM * dim * element
         decode = unet3d_memory.vae_decode_bytes(model, frames, latent_height, latent_width)
         return int(unet3d_memory.sampling_latent_bytes(model, frames, latent_height, latent_width, guided) + max(working, decode))

@@ -31,7 +31,8 @@ from ..motion_sites import TemporalBlock
 from ..text_encoding import encode_masked_prompts
 from .base import ModelFamily, Sampler
 from .block_stack import (
-    LAYER_SETS, block_indices, describe_sites, diffusers_checkpointing, load_transformers_part, training_activation_bytes, value_grid_level,
+    LAYER_SETS, block_indices, describe_sites, diffusers_checkpointing, embedding_training_bytes, load_transformers_part,
+    training_activation_bytes, value_grid_level,
 )
 from .flow import FlowEulerSampler, flow_euler_invert
 from .wan_attention import WanMotionAttnProcessor
@@ -271,7 +272,8 @@ class WanFamily(ModelFamily):
         """Activations of every block from the first site on (no gradient flows to the blocks before it), each
         keeping ``24*dim + 4*ffn_dim`` elements per token; with diffusers' checkpointing only each block's input
         (``dim`` per token) is kept, plus three blocks' worth during a block's recompute (its activations, their
-        gradients, the backward's temporaries). Times :data:`MEMORY_SAFETY`.
+        gradients, the backward's temporaries). Times :data:`MEMORY_SAFETY`. Plus the embeddings' training state
+        (:func:`.block_stack.embedding_training_bytes`).
 
         ``benchmarks/check_wan_memory_estimate.py`` measures peak RSS above the loaded model (CPU, fp32, all blocks
         of a 4-block Wan with dim 512 and ffn 1536, 17 frames at 128 / 256 / 384 px = 320 / 1280 / 2880 tokens).
@@ -284,8 +286,11 @@ class WanFamily(ModelFamily):
         tokens = self._tokens(model, frames, latent_height, latent_width)
         dim = int(config.num_attention_heads * config.attention_head_dim)
         count = len(model.denoiser.blocks)
-        first = self._indices(count, layer_set if layer_set in LAYER_SETS else "all")[0]
-        return training_activation_bytes(tokens, dim, int(config.ffn_dim), count - first, element, checkpointing)
+        known = layer_set if layer_set in LAYER_SETS else "all"
+        first = self._indices(count, known)[0]
+        sites = self.select_sites(model.denoiser, known, latent_height, latent_width)
+        return (training_activation_bytes(tokens, dim, int(config.ffn_dim), count - first, element, checkpointing)
+                + embedding_training_bytes(sites, frames, latent_height, latent_width))
 
     def estimate_vae_encode_bytes(self, model: VideoModel, frames: int, height: int, width: int) -> int:
         """The clip in fp32 plus the encoder's live maps for one 4-frame chunk (a floor, not measured)."""
