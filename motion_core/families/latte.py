@@ -53,8 +53,8 @@ MASKED_SCORE = -10000.0
 # without checkpointing (22.2 and 22.3 measured), and with diffusers' per-block checkpointing (7.2 and 8.2: the blocks'
 # inputs plus what the recomputes leave behind on CPU). Times block_stack.MEMORY_SAFETY; the embeddings' training
 # state comes on top.
-STORED_PER_TOKEN_DIM = 23.0
-CHECKPOINTED_PER_TOKEN_DIM = 8.5
+LATTE_STORED_PER_TOKEN_DIM = 23.0
+LATTE_CHECKPOINTED_PER_TOKEN_DIM = 8.5
 # Elements one block keeps per token while sampling (no gradients), in units of the model width: the attention's q,
 # k, v and output, and the 4x feed-forward hidden layer before and after its activation.
 SAMPLING_PER_TOKEN_DIM = 12
@@ -227,8 +227,8 @@ class LatteFamily(UNet3DFamily):
         self, model: VideoModel, frames: int, latent_height: int, latent_width: int, checkpointing: bool, layer_set: str
     ) -> int:
         """Every block from the first site's layer on (its spatial and temporal block) keeps
-        :data:`STORED_PER_TOKEN_DIM` (or, checkpointed, :data:`CHECKPOINTED_PER_TOKEN_DIM`) elements per token and
-        model width, times :data:`.block_stack.MEMORY_SAFETY`; plus the embeddings' training state.
+        :data:`LATTE_STORED_PER_TOKEN_DIM` (or, checkpointed, :data:`LATTE_CHECKPOINTED_PER_TOKEN_DIM`) elements per
+        token and model width, times :data:`.block_stack.MEMORY_SAFETY`; plus the embeddings' training state.
         ``benchmarks/bench_training.py --family latte`` measures the peaks and ``benchmarks/check_memory_estimate.py``
         compares this estimate with them."""
         config = model.denoiser.config
@@ -238,7 +238,7 @@ class LatteFamily(UNet3DFamily):
         known = layer_set if layer_set in LAYER_SETS else "all"
         first = block_indices(count, known)[0]
         tokens = self._tokens(model, frames, latent_height, latent_width)
-        per_token = CHECKPOINTED_PER_TOKEN_DIM if checkpointing else STORED_PER_TOKEN_DIM
+        per_token = LATTE_CHECKPOINTED_PER_TOKEN_DIM if checkpointing else LATTE_STORED_PER_TOKEN_DIM
         activations = MEMORY_SAFETY * 2 * (count - first) * tokens * per_token * dim * element
         sites = self.select_sites(model.denoiser, known, latent_height, latent_width)
         return int(activations) + embedding_training_bytes(sites, frames, latent_height, latent_width)
