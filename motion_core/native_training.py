@@ -27,7 +27,7 @@ from .embedding import EmbeddingInfo, MotionEmbedding, check_fits, default_mode_
 from .embedding_file import check_output_writable
 from .errors import InvalidSettingError
 from .families.flow import flow_euler_invert_with
-from .families.block_stack import block_indices, training_activation_bytes
+from .families.block_stack import block_indices, embedding_training_bytes, training_activation_bytes
 from .families.wan import TEMPORAL_FACTOR, WanFamily, block_sites, selected_sites
 from .families.wan_native import TrainableWanMotion
 from .training import EmbeddingTrainer, StepCallback, TrainingConfig, TrainingResult, finish, train_installed
@@ -194,8 +194,8 @@ def _check_latents(wan: ForeignWan, latents: torch.Tensor) -> None:
 
 
 def decide_checkpointing(wan: ForeignWan, latents: torch.Tensor, setting: str, layer_set: str) -> bool:
-    """``on``/``off`` as given; ``auto``: on when the activations without it (the Wan family's estimate) would not fit
-    in 90 % of the free memory."""
+    """``on``/``off`` as given; ``auto``: on when the activations without it (the Wan family's estimate) plus the
+    embeddings' training state (values, gradients, AdamW moments) would not fit in 90 % of the free memory."""
     if setting != "auto":
         return setting == "on"
     if wan.free_bytes is None:
@@ -205,6 +205,7 @@ def decide_checkpointing(wan: ForeignWan, latents: torch.Tensor, setting: str, l
     first = block_indices(len(wan.widths), layer_set)[0]
     element = torch.finfo(wan.dtype).bits // 8
     need = training_activation_bytes(tokens, max(wan.widths), wan.ffn_dim, len(wan.widths) - first, element, False)
+    need += embedding_training_bytes(selected_sites(wan.widths, wan.patch[0], layer_set, height, width), frames, height, width)
     have = wan.free_bytes()
     enabled = need > 0.9 * have
     logger.info("Gradient checkpointing auto: %s (training without it needs about %.2f GiB, %.2f GiB free)",

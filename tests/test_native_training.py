@@ -9,6 +9,8 @@ losses, same embedding, same inverted start, and a file either path's sampling t
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import moving_square_clip
@@ -16,8 +18,9 @@ from conftest import moving_square_clip
 from motion_core.diffusion import encode_frames, encode_prompt
 from motion_core.embedding_file import load_embedding
 from motion_core.errors import InvalidSettingError
+from motion_core.families.block_stack import embedding_training_bytes
 from motion_core.model_loading import VideoModel, clear_model_cache, load_video_model
-from motion_core.native_training import train_foreign_wan
+from motion_core.native_training import decide_checkpointing, train_foreign_wan
 from motion_core.sampling import AppliedMotion, SamplingConfig, sample_video
 from motion_core.testing.foreign_wan import diffusers_foreign_wan
 from motion_core.testing.tiny_models import save_tiny_wan_model
@@ -91,6 +94,21 @@ def test_checkpointing_and_the_embedded_inversion_run_through_the_foreign_model(
     torch.testing.assert_close(checkpointed.embedding.inverted_latent, plain.embedding.inverted_latent)
     expected = train_motion_embedding(wan, clip, config(steps=2, inversion="embedded"))
     torch.testing.assert_close(plain.embedding.inverted_latent, expected.embedding.inverted_latent, rtol=1e-5, atol=1e-5)
+
+
+def test_automatic_checkpointing_counts_what_the_diffusers_paths_estimate_counts(wan, clip):
+    """``auto`` turns checkpointing on exactly where the Wan family's estimate without it (activations and the
+    embeddings' values, gradients and AdamW moments) passes 90 % of the free memory."""
+    latents, _, _ = reference(wan, clip)
+    _, _, frames, height, width = latents.shape
+    need = wan.family.estimate_training_bytes(wan, frames, height, width, False, "alternate")
+    sites = wan.family.select_sites(wan.denoiser, "alternate", height, width)
+    embeddings = embedding_training_bytes(sites, frames, height, width)
+    assert 0.02 * need < embeddings < need  # large enough here that leaving it out would move the switch
+    for free, expected in ((need / 0.9 * 1.01, False), (need / 0.9 * 0.99, True), ((need - embeddings) / 0.9 * 1.01, True)):
+        native = dataclasses.replace(foreign(wan), free_bytes=lambda free=free: int(free))
+        assert decide_checkpointing(native, latents, "auto", "alternate") is expected
+    assert decide_checkpointing(foreign(wan), latents, "auto", "alternate") is False  # free memory unknown: off
 
 
 def test_cancel_keeps_a_file_that_resumes_to_the_uninterrupted_result(wan, clip, tmp_path):
