@@ -17,6 +17,7 @@ files are rewritten in fp16 with their metadata kept. ``--dst`` must not exist (
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -49,6 +50,13 @@ def half_state_dict(tensors: dict[str, torch.Tensor], source: Path) -> dict[str,
     return out
 
 
+def portable_config(text: str) -> str:
+    """A diffusers ``config.json`` without ``_name_or_path`` (the folder it was loaded from on the build machine)."""
+    config = json.loads(text)
+    config.pop("_name_or_path", None)
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
 def export_fp16(src: Path, dst: Path) -> dict[str, int]:
     """Copy the model folder ``src`` to ``dst`` with fp16 weights; returns ``{"bytes_before", "bytes_after"}``."""
     src, dst = Path(src), Path(dst)
@@ -72,6 +80,8 @@ def export_fp16(src: Path, dst: Path) -> dict[str, int]:
                 metadata = f.metadata()
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
             save_file(half_state_dict(tensors, path), str(target), metadata=metadata)
+        elif path.name == "config.json":
+            target.write_text(portable_config(path.read_text()))
         else:
             shutil.copy2(path, target)
         after += target.stat().st_size

@@ -11,7 +11,7 @@ layout) is a recipe in :mod:`toyworld.denoisers` chosen with ``--family``:
   :func:`motion_core.text_encoding.encode_masked_prompts`; 17-frame 96x96 clips.
 * ``animatediff``: ``UNetMotionModel`` (an SD-style 2-D UNet with motion modules) with the UNet3D toy's objective
   and clips; the prompt goes in once per frame.
-* ``latte``: ``LatteTransformer3DModel`` (spatial + temporal transformer blocks, patch 1) with the UNet3D toy's
+* ``latte``: ``LatteTransformer3DModel`` (spatial + temporal transformer blocks, patch 2) with the UNet3D toy's
   objective and clips, prompts encoded as the Latte family encodes them (padding zeroed and masked).
 
 Shared: a tiny ``CLIPTextModel`` over a closed-vocabulary ``CLIPTokenizer``, trained jointly; the VAE written by
