@@ -26,7 +26,7 @@ default_strength_0.75           base   object   0.5   plain  the default with Ap
 default_strength_0.5            base   object   0.5   plain  the default with Apply strength 0.5
 default_end_0.75/0.5/0.25       base   object   0.5   plain  object mode on the first 75/50/25 % of the steps only
 raw_value_end_0.75/0.5/0.25     base   raw      0.5   plain  raw value + QK on the first 75/50/25 % of the steps only
-                                                             (raw_value_end_0.75: the pack's default, PACK_DEFAULT)
+                                                             (raw_value_end_0.5: the pack's default, PACK_DEFAULT)
 raw_pure_noise_end_0.75/0.5     base   raw      0.0   -      the same from pure noise, first 75/50 % of the steps
 diff_pure_noise_end_0.75        base   object   0.0   -      object mode from pure noise, first 75 % of the steps
 centred_pure_noise              base   centred  0.0   -      value minus its temporal mean (the paper's ablation), pure noise
@@ -236,6 +236,9 @@ class RunConfig:
     losses: list[str] = field(default_factory=lambda: sorted({s.loss for s in SETTINGS if s.loss}))
     scheduler: str = "ddim"
     settings: list[str] = field(default_factory=lambda: list(DEFAULT_SETTINGS))
+    #: Latte only: the value grid's longest side for this run instead of the family's
+    #: ``LATTE_VALUE_GRID_MAX_SIDE`` (an exploration of the grid; ``None``: the family's).
+    value_grid_max_side: int | None = None
 
 
 def config_for_model(model: VideoModel, **run: object) -> RunConfig:
@@ -514,7 +517,7 @@ def control_of(setting: Setting) -> str:
 
 #: The setting that is what the pack does with its defaults (Apply's mode, strength and step window, the sampler's
 #: noise prior, training's loss and inversion); a test checks it against the core's defaults.
-PACK_DEFAULT = "raw_value_end_0.75"
+PACK_DEFAULT = "raw_value_end_0.5"
 
 #: Issue 13's targets on the pack's default (and object mode from pure noise), checked by :func:`targets_of`.
 TARGETS: tuple[tuple[str, str, str, float], ...] = (
@@ -784,6 +787,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layers", default=None, help="override the model's recommended layer set")
     parser.add_argument("--guidance", type=float, default=None, help="override the model's recommended sampling cfg")
     parser.add_argument("--settings", default="default", help="'default' (DEFAULT_SETTINGS), 'all', or a comma-separated list of setting names")
+    parser.add_argument("--value-grid-max-side", type=int, default=None, metavar="N",
+                        help="Latte only: train the value embeddings on the patch grid halved to at most N a side, not the family's default")
     parser.add_argument("--tag", default="", help="suffix of the result file names (exploration runs)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
                         help="write one report (named by --family/--tag) from saved runs of other settings on the same model and training")
@@ -825,7 +830,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{model_dir} holds a {model.family.name} model, not {args.family}; pass --family {model.family.name}")
     quick_steps = 100 if args.quick else None
     settings = selected_settings(args.settings)
-    overrides = {"learning_rate": args.lr, "layer_set": args.layers, "guidance_scale": args.guidance,
+    if args.value_grid_max_side is not None:
+        use_value_grid_max_side(args.family, args.value_grid_max_side)
+    overrides = {"value_grid_max_side": args.value_grid_max_side, "learning_rate": args.lr, "layer_set": args.layers, "guidance_scale": args.guidance,
                  "train_steps": args.train_steps if args.train_steps is not None else quick_steps, "settings": settings}
     if args.quick:
         config = config_for_model(model, references=["bounce"], train_seeds=[0], clips_per_reference_seed=4, threads=args.threads, **overrides)
@@ -835,6 +842,15 @@ def main(argv: list[str] | None = None) -> int:
     bench.run()
     report = build_report(bench, command, started, time.perf_counter() - start, model_dir)
     return _write_report(report, args.out, _stem(args.family, args.quick, args.tag))
+
+
+def use_value_grid_max_side(family: str, side: int) -> None:
+    """Make this process's Latte family train value embeddings on grids of at most ``side`` a side."""
+    from motion_core.families import latte
+
+    if family != "latte" or side < 1:
+        raise SystemExit(f"--value-grid-max-side takes a whole number >= 1 and works on --family latte only (got {side} on {family})")
+    latte.LATTE_VALUE_GRID_MAX_SIDE = side
 
 
 def _stem(family: str, quick: bool, tag: str) -> str:

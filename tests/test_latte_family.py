@@ -69,7 +69,7 @@ def test_a_latte_folder_loads_as_the_latte_family(latte, tiny_latte_dir):
     assert latte.size_multiple == 4  # the tiny VAE's 2 x patch 2
 
 
-def test_sites_are_the_temporal_blocks_and_the_value_grid_coarsens_on_large_latents(latte):
+def test_sites_are_the_temporal_blocks_and_the_value_grid_is_at_most_two_a_side(latte):
     family, transformer = latte.family, latte.denoiser
     sites = family.find_sites(transformer)
     assert [s.name for s in sites] == ["temporal_transformer_blocks.0", "temporal_transformer_blocks.1"]
@@ -77,8 +77,10 @@ def test_sites_are_the_temporal_blocks_and_the_value_grid_coarsens_on_large_late
     assert family.layer_sets[0] == "all" and len(family.select_sites(transformer, "all", 8, 8)) == 2
     assert [s.name for s in family.select_sites(transformer, "alternate", 8, 8)] == ["temporal_transformer_blocks.0"]
     assert [s.name for s in family.select_sites(transformer, "last_half", 8, 8)] == ["temporal_transformer_blocks.1"]
-    assert family.select_sites(transformer, "all", 16, 16)[0].grid(16, 16) == (8, 8)  # the patch grid
-    assert family.select_sites(transformer, "all", 64, 48)[0].grid(64, 48) == (16, 12)  # 32x24 patches, halved
+    # the patch grid halved to LATTE_VALUE_GRID_MAX_SIDE (2) on its longer side
+    assert family.select_sites(transformer, "all", 16, 16)[0].grid(16, 16) == (2, 2)  # 8x8 patches
+    assert family.select_sites(transformer, "all", 64, 48)[0].grid(64, 48) == (2, 2)  # 32x24 patches
+    assert family.select_sites(transformer, "all", 8, 4)[0].grid(8, 4) == (2, 1)  # 4x2 patches
     with pytest.raises(InvalidSettingError, match="Unknown layer set 'paper' for latte"):
         family.select_sites(transformer, "paper", 8, 8)
 
@@ -129,16 +131,16 @@ def test_the_prompt_mask_gives_what_the_latte_pipeline_gives(latte, clip):
 
 
 def test_only_the_embeddings_get_gradients_and_checkpointing_keeps_them(latte):
-    # 40x40 latent: 20x20 patches and a 10x10 value grid, brought to the patches inside the processor
+    # 40x40 latent: 20x20 patches and a 2x2 value grid, brought to the patches inside the processor
     latents = torch.randn(1, 4, FRAMES, 40, 40)
     text = encode_prompt(latte, PROMPT)
     info = _info(latte, "all", 40, 40)
-    assert info.blocks[0].grid(40, 40) == (10, 10)
+    assert info.blocks[0].grid(40, 40) == (2, 2)
     torch.manual_seed(0)
     start = zero_embedding(info)
     query_key = {k: nn.Parameter(torch.randn_like(v) * 0.1) for k, v in start.query_key.items()}
     value = {k: nn.Parameter(torch.randn_like(v) * 0.1) for k, v in start.value.items()}
-    assert value["temporal_transformer_blocks.0.attn1"].shape == (100, FRAMES, 16)
+    assert value["temporal_transformer_blocks.0.attn1"].shape == (4, FRAMES, 16)
     grads = []
     for checkpointing in (False, True):
         processors = latte.family.build_processors(latte, info.blocks, query_key, value, (FRAMES, 40, 40))
@@ -164,7 +166,7 @@ def test_training_lowers_the_loss_and_the_file_loads_back(latte, clip, tmp_path)
     info, shapes = read_embedding_info(path)
     assert (info.family, info.train_frames, info.extra["layer_set"]) == ("latte", FRAMES, "all")
     assert shapes["query_key.temporal_transformer_blocks.0"] == (1, FRAMES, 16)
-    assert shapes["value.temporal_transformer_blocks.0.attn1"] == (64, FRAMES, 16)  # 16x16 latent: 8x8 patches
+    assert shapes["value.temporal_transformer_blocks.0.attn1"] == (4, FRAMES, 16)  # 16x16 latent: 8x8 patches, 2x2 grid
     assert shapes["inverted_latent"] == (4, FRAMES, 16, 16)
     # the pre-flight estimate counts exactly the values trained (value, gradient and two AdamW moments each)
     state = embedding_training_bytes(latte.family.select_sites(latte.denoiser, "all", 16, 16), FRAMES, 16, 16)

@@ -208,9 +208,10 @@ def test_step_window_applies_the_embedding_only_on_its_steps(tiny_model, trained
         assert torch.equal(early[step], full[step]) and torch.equal(late[step], plain[step])
     assert not torch.equal(full[0], plain[0])  # the embedding changes the first step's prediction
     assert not torch.allclose(early[3], full[3]) and not torch.allclose(late[3], plain[3])
-    # the default window (the first 75 %): steps 0-2 of 4 with the embedding, the last one without
+    # the default window (the first half): steps 0-1 of 4 with the embedding, the last two without
     default = _clean_predictions(tiny_model, AppliedMotion(trained, 1.0, "raw"))
-    assert all(torch.equal(default[step], full[step]) for step in (0, 1, 2)) and not torch.allclose(default[3], full[3])
+    assert all(torch.equal(default[step], full[step]) for step in (0, 1)) and not torch.allclose(default[2], full[2])
+    assert all(torch.equal(default[step], early[step]) for step in range(4))
 
 
 @pytest.mark.parametrize("start, end", [(0.5, 0.5), (0.6, 0.2), (-0.1, 1.0), (0.0, 1.5)])

@@ -8,8 +8,8 @@
 - Everything around the denoiser is what the UNet3D family does (a 2-D ``AutoencoderKL`` frame by frame, a DDPM
   scheduler, epsilon / v / sample objective, DDIM inversion, diffusers' samplers), so this family inherits it.
 - Motion sites: the temporal blocks; layer sets as shares of the depth (:mod:`.block_stack`, ``all`` first); the
-  value embedding on the patch grid, coarsened on large latents (Latte-1 at 512x512: 32x32 patches -> 16x16) and
-  brought back to the patches inside the processor.
+  value embedding on a coarse grid (:data:`LATTE_VALUE_GRID_MAX_SIDE`: 2x2, where a finer one carries the reference's
+  shape), brought back to the patches (bilinearly) inside the processor.
 - Text: the text encoder ``model_index.json`` names (T5 on Latte-1, CLIP on the toy), 120 positions, padding zeroed;
   the denoiser gets a mask over the padding, which for one prompt is what ``LattePipeline`` does by cutting the
   padding off, and keeps the prompt and the negative prompt of a guided batch apart.
@@ -46,6 +46,12 @@ if TYPE_CHECKING:
 LATTE_TEXT_POSITIONS = 120
 #: The layer sets, ``all`` first: a temporal block attends over a few frames, so every one is cheap.
 LATTE_LAYER_SETS = ("all", *(name for name in LAYER_SETS if name != "all"))
+#: The value embedding's grid on Latte: the patch grid halved until its longer side is at most this (the toy's 4x4
+#: patches -> 2x2; Latte-1 at 512x512: 32x32 -> 2x2). Measured on the toy-world Latte (bench_motion_transfer.py, 16
+#: references, raw mode on the first half of the steps; README "Latte"): on its 4x4 patch grid the value draws the
+#: reference's shape into 8 % of clips (text 0.92, fidelity 0.96); at 2x2 2 % (text 0.98, fidelity 0.91). On the
+#: first, patch-1 toy: 8x8 text 0.60, 4x4 0.77, 2x2 0.85, 1x1 0.83 with the motion lost (fidelity 0.70).
+LATTE_VALUE_GRID_MAX_SIDE = 2
 # Added to the cross-attention scores of padded text positions (diffusers' bias convention for Latte).
 MASKED_SCORE = -10000.0
 # Training memory of a Latte block pair, measured (CPU, fp32, Latte-1's blocks at 512 and 1152 tokens: the floor step
@@ -158,7 +164,7 @@ class LatteFamily(UNet3DFamily):
 
     def select_sites(self, denoiser: nn.Module, layer_set: str, latent_height: int, latent_width: int) -> list[TemporalBlock]:
         self.check_layer_set(layer_set)
-        level = value_grid_level(latent_height, latent_width, patch_size(denoiser))
+        level = value_grid_level(latent_height, latent_width, patch_size(denoiser), LATTE_VALUE_GRID_MAX_SIDE)
         return temporal_sites(denoiser, level, block_indices(len(denoiser.temporal_transformer_blocks), layer_set))
 
     def describe_layer_set(self, denoiser: nn.Module, layer_set: str, latent_height: int, latent_width: int) -> str:
