@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,9 +25,9 @@ from . import flow_matching as fm
 from .embedding import EmbeddingInfo, MotionEmbedding, check_fits, default_mode_for, zero_embedding
 from .embedding_file import check_output_writable
 from .errors import InvalidSettingError
+from .families.block_stack import block_indices
 from .families.flow import flow_euler_invert_with
-from .families.block_stack import block_indices, embedding_training_bytes, training_activation_bytes
-from .families.wan import TEMPORAL_FACTOR, WanFamily, block_sites, selected_sites
+from .families.wan import TEMPORAL_FACTOR, WanFamily, block_sites, selected_sites, training_bytes
 from .families.wan_native import TrainableWanMotion
 from .training import EmbeddingTrainer, StepCallback, TrainingConfig, TrainingResult, finish, train_installed
 
@@ -201,11 +200,8 @@ def decide_checkpointing(wan: ForeignWan, latents: torch.Tensor, setting: str, l
     if wan.free_bytes is None:
         return False
     _, _, frames, height, width = latents.shape
-    tokens = frames * math.ceil(height / wan.patch[0]) * math.ceil(width / wan.patch[1])
-    first = block_indices(len(wan.widths), layer_set)[0]
     element = torch.finfo(wan.dtype).bits // 8
-    need = training_activation_bytes(tokens, max(wan.widths), wan.ffn_dim, len(wan.widths) - first, element, False)
-    need += embedding_training_bytes(selected_sites(wan.widths, wan.patch[0], layer_set, height, width), frames, height, width)
+    need = training_bytes(wan.widths, wan.ffn_dim, wan.patch, frames, height, width, layer_set, element, False)
     have = wan.free_bytes()
     enabled = need > 0.9 * have
     logger.info("Gradient checkpointing auto: %s (training without it needs about %.2f GiB, %.2f GiB free)",

@@ -65,6 +65,20 @@ def selected_sites(widths: Sequence[int], patch: int, layer_set: str, latent_hei
 
 
 
+def training_bytes(
+    widths: Sequence[int], ffn_dim: int, patch: tuple[int, int], frames: int, latent_height: int, latent_width: int,
+    layer_set: str, element: int, checkpointing: bool,
+) -> int:
+    """Training memory of a Wan with blocks of ``widths`` on ``frames`` x ``latent_height`` x ``latent_width`` latents
+    (see :meth:`WanFamily.estimate_training_bytes`): the activations of every block from the first site on, plus the
+    embeddings' training state. The diffusers path and the native trainer both call this."""
+    tokens = frames * math.ceil(latent_height / patch[0]) * math.ceil(latent_width / patch[1])
+    first = block_indices(len(widths), layer_set)[0]
+    sites = selected_sites(widths, patch[0], layer_set, latent_height, latent_width)
+    return (training_activation_bytes(tokens, max(widths), ffn_dim, len(widths) - first, element, checkpointing)
+            + embedding_training_bytes(sites, frames, latent_height, latent_width))
+
+
 def _patch(denoiser: nn.Module) -> tuple[int, int, int]:
     return tuple(int(p) for p in denoiser.config.patch_size)  # type: ignore[return-value]
 
@@ -281,16 +295,11 @@ class WanFamily(ModelFamily):
         estimate above the highest peak of three runs. SDPA on CPU keeps no score matrix: nothing grows with
         tokens squared. Not yet measured on a GPU or on the 1.3B.
         """
-        config = model.denoiser.config
-        element = torch.finfo(model.dtype).bits // 8
-        tokens = self._tokens(model, frames, latent_height, latent_width)
-        dim = int(config.num_attention_heads * config.attention_head_dim)
-        count = len(model.denoiser.blocks)
         known = layer_set if layer_set in LAYER_SETS else "all"
-        first = self._indices(count, known)[0]
-        sites = self.select_sites(model.denoiser, known, latent_height, latent_width)
-        return (training_activation_bytes(tokens, dim, int(config.ffn_dim), count - first, element, checkpointing)
-                + embedding_training_bytes(sites, frames, latent_height, latent_width))
+        self.check_layer_set(known)
+        _, patch_h, patch_w = _patch(model.denoiser)
+        return training_bytes(_widths(model.denoiser), int(model.denoiser.config.ffn_dim), (patch_h, patch_w), frames,
+                              latent_height, latent_width, known, torch.finfo(model.dtype).bits // 8, checkpointing)
 
     def estimate_vae_encode_bytes(self, model: VideoModel, frames: int, height: int, width: int) -> int:
         """The clip in fp32 plus the encoder's live maps for one 4-frame chunk (a floor, not measured)."""
