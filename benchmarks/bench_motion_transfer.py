@@ -236,8 +236,8 @@ class RunConfig:
     losses: list[str] = field(default_factory=lambda: sorted({s.loss for s in SETTINGS if s.loss}))
     scheduler: str = "ddim"
     settings: list[str] = field(default_factory=lambda: list(DEFAULT_SETTINGS))
-    #: Latte only: the value grid's longest side for this run instead of the family's
-    #: ``LATTE_VALUE_GRID_MAX_SIDE`` (an exploration of the grid; ``None``: the family's).
+    #: Latte and Wan only: the value grid's longest side for this run instead of the family's
+    #: ``LATTE_VALUE_GRID_MAX_SIDE`` / ``WAN_VALUE_GRID_MAX_SIDE`` (an exploration of the grid; ``None``: the family's).
     value_grid_max_side: int | None = None
 
 
@@ -788,7 +788,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--guidance", type=float, default=None, help="override the model's recommended sampling cfg")
     parser.add_argument("--settings", default="default", help="'default' (DEFAULT_SETTINGS), 'all', or a comma-separated list of setting names")
     parser.add_argument("--value-grid-max-side", type=int, default=None, metavar="N",
-                        help="Latte only: train the value embeddings on the patch grid halved to at most N a side, not the family's default")
+                        help="Latte and Wan only: train the value embeddings on the token grid halved to at most N a side, not the family's default")
     parser.add_argument("--tag", default="", help="suffix of the result file names (exploration runs)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
                         help="write one report (named by --family/--tag) from saved runs of other settings on the same model and training")
@@ -844,13 +844,20 @@ def main(argv: list[str] | None = None) -> int:
     return _write_report(report, args.out, _stem(args.family, args.quick, args.tag))
 
 
-def use_value_grid_max_side(family: str, side: int) -> None:
-    """Make this process's Latte family train value embeddings on grids of at most ``side`` a side."""
-    from motion_core.families import latte
+#: The module constant that sets each transformer family's value grid (``--value-grid-max-side`` overrides it).
+VALUE_GRID_CONSTANTS = {"latte": "LATTE_VALUE_GRID_MAX_SIDE", "wan": "WAN_VALUE_GRID_MAX_SIDE"}
 
-    if family != "latte" or side < 1:
-        raise SystemExit(f"--value-grid-max-side takes a whole number >= 1 and works on --family latte only (got {side} on {family})")
-    latte.LATTE_VALUE_GRID_MAX_SIDE = side
+
+def use_value_grid_max_side(family: str, side: int) -> None:
+    """Make this process's Latte or Wan family train value embeddings on grids of at most ``side`` a side."""
+    import importlib
+
+    if family not in VALUE_GRID_CONSTANTS or side < 1:
+        raise SystemExit(
+            f"--value-grid-max-side takes a whole number >= 1 and works on --family {' / '.join(VALUE_GRID_CONSTANTS)} "
+            f"only (got {side} on {family})"
+        )
+    setattr(importlib.import_module(f"motion_core.families.{family}"), VALUE_GRID_CONSTANTS[family], side)
 
 
 def _stem(family: str, quick: bool, tag: str) -> str:

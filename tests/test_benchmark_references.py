@@ -127,16 +127,22 @@ def test_runs_of_another_configuration_or_training_are_not_merged(other):
         bench.merge_reports([_report({"raw_value_end_0.5": 0.9}), other])
 
 
-def test_the_value_grid_exploration_flag_changes_the_latte_grid_only(monkeypatch):
-    """``--value-grid-max-side`` sets the Latte family's value grid for the run and is refused on other families."""
-    from motion_core.families import latte
+def test_the_value_grid_exploration_flag_changes_the_transformer_families_grid_only(monkeypatch):
+    """``--value-grid-max-side`` sets the Latte or Wan family's value grid for the run and is refused on the UNets."""
+    from motion_core.families import latte, wan
 
     bench = _bench_module()
     monkeypatch.setattr(latte, "LATTE_VALUE_GRID_MAX_SIDE", latte.LATTE_VALUE_GRID_MAX_SIDE)  # restored afterwards
-    with pytest.raises(SystemExit, match="--family latte only"):
-        bench.use_value_grid_max_side("unet3d", 4)
+    monkeypatch.setattr(wan, "WAN_VALUE_GRID_MAX_SIDE", wan.WAN_VALUE_GRID_MAX_SIDE)
+    for family in ("unet3d", "animatediff"):
+        with pytest.raises(SystemExit, match="--family latte / wan only"):
+            bench.use_value_grid_max_side(family, 4)
     with pytest.raises(SystemExit, match="whole number >= 1"):
         bench.use_value_grid_max_side("latte", 0)
     bench.use_value_grid_max_side("latte", 4)
     assert latte.LATTE_VALUE_GRID_MAX_SIDE == 4  # what LatteFamily.select_sites reads when it runs
+    # Wan: a 96x96 toy's latent is 12x12, its tokens 6x6; the grid the sites get follows the flag.
+    assert wan.selected_sites([128, 128], 2, "all", 12, 12)[0].grid(12, 12) == (6, 6)
+    bench.use_value_grid_max_side("wan", 2)
+    assert wan.selected_sites([128, 128], 2, "all", 12, 12)[0].grid(12, 12) == (2, 2)
     assert bench.parse_args(["--family", "latte", "--value-grid-max-side", "4"]).value_grid_max_side == 4

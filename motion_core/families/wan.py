@@ -32,7 +32,7 @@ from ..text_encoding import encode_masked_prompts
 from .base import ModelFamily, Sampler
 from .block_stack import (
     LAYER_SETS, block_indices, describe_sites, diffusers_checkpointing, embedding_training_bytes, load_transformers_part,
-    training_activation_bytes, value_grid_level,
+    VALUE_GRID_MAX_SIDE, training_activation_bytes, value_grid_level,
 )
 from .flow import FlowEulerSampler, flow_euler_invert
 from .wan_attention import WanMotionAttnProcessor
@@ -49,6 +49,10 @@ SCHEDULERS = ("euler",)
 # (frames of a chunk x pixels x base width), a floor counted from its encoder's first stage.
 WAN_VAE_MAPS = 6
 
+#: The value embedding's grid on Wan: the token grid halved until its longer side is at most this (block_stack's
+#: rule: 8x13 at 480x832).
+WAN_VALUE_GRID_MAX_SIDE = VALUE_GRID_MAX_SIDE
+
 
 def block_sites(widths: Sequence[int], value_level: int, indices: Sequence[int] | None = None) -> list[TemporalBlock]:
     """Motion sites ``blocks.i`` (attention ``blocks.i.attn1``: diffusers' names, which the embedding file keeps on
@@ -60,7 +64,7 @@ def block_sites(widths: Sequence[int], value_level: int, indices: Sequence[int] 
 
 def selected_sites(widths: Sequence[int], patch: int, layer_set: str, latent_height: int, latent_width: int) -> list[TemporalBlock]:
     """The sites ``layer_set`` selects, with the value grid of a ``latent_height x latent_width`` run."""
-    level = value_grid_level(latent_height, latent_width, patch)
+    level = value_grid_level(latent_height, latent_width, patch, WAN_VALUE_GRID_MAX_SIDE)
     return block_sites(widths, level, block_indices(len(widths), layer_set))
 
 
