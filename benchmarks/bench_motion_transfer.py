@@ -36,7 +36,16 @@ camera_mode_inverted_embedded   base   camera   0.5   emb.   the same, start inv
 loss_debiased_temporal          dt     object   0.5   plain  default mode, debiased temporal loss
 loss_debiased_hybrid            dh     object   0.5   plain  default mode, debiased hybrid loss
 loss_debiased_hybrid_camera     dh     camera   0.5   plain  hybrid loss in its own default (camera) mode
+V_raw_pure_noise                base   raw      0.0   -      raw value (+QK), every step, embedding of training variant V
+V_diff_pure_noise               base   object   0.0   -      object mode, every step, training variant V
+V_default_mode                  base   object   0.5   plain  the paper's default, training variant V
+V_raw_end_0.5                   base   raw      0.5   plain  the pack's default, training variant V
 =============================== ====== ======== ===== ====== ==================================================
+
+Training variants V (:data:`TRAINING_VARIANTS`, issue 13's training-time ideas): ``static_penalty`` adds the
+value-static penalty (weight 1) to the loss; ``colour_augmented`` / ``colour_blur_augmented`` train on recoloured
+(and blurred) copies of the reference as well (:mod:`motion_core.appearance_augmentation`). Their rows are paired
+with the standard rows of the same mode, start and window (the same references, prompts and seeds).
 
 "inv." is where the stored start latent (the DDIM inversion of the reference) was computed: ``plain``, through
 the unpatched model as the reference code does (the pack's default), or ``emb.``, through the trained raw
@@ -116,6 +125,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from motion_core.embedding import MotionEmbedding  # noqa: E402
+from motion_core.losses import static_share  # noqa: E402
 from motion_core.model_loading import VideoModel, load_video_model  # noqa: E402
 from motion_core.sampling import AppliedMotion, SamplingConfig, sample_video  # noqa: E402
 from motion_core.training import TrainingConfig, train_motion_embedding  # noqa: E402
@@ -146,6 +156,7 @@ class Setting:
         description: what the row tests.
         inversion: where the embedding's inverted start latent was computed (``plain`` / ``embedded``).
         end_percent: the embeddings act on the first ``end_percent`` of the sampling steps (Apply's end percent).
+        training: how the embedding was trained besides its loss, a key of :data:`TRAINING_VARIANTS`.
     """
 
     name: str
@@ -156,6 +167,35 @@ class Setting:
     description: str
     inversion: str = "plain"
     end_percent: float = 1.0
+    training: str = "standard"
+
+
+#: Training variants of issue 13 (TrainingConfig fields besides the run's own): ``standard`` is the pack's training.
+#: The penalty weight 1 was chosen on a training diagnostic before any benchmark run: on the ``bounce`` reference it
+#: takes the value embeddings' static share (:func:`motion_core.losses.static_share`) from 0.36 / 0.26 (UNet3D /
+#: Latte toy) to 0.002 / 0.006 and keeps their mean magnitude within 25 % (weight 100 shrank the whole embedding).
+TRAINING_VARIANTS: dict[str, dict[str, object]] = {
+    "standard": {},
+    "static_penalty": {"value_static_penalty": 1.0},
+    "colour_augmented": {"appearance_augmentation": "colour"},
+    "colour_blur_augmented": {"appearance_augmentation": "colour_blur"},
+}
+
+
+def _variant_settings() -> tuple[Setting, ...]:
+    """For each training variant: raw and object mode from pure noise on every step, the paper's default, the pack's."""
+    rows = []
+    for variant in TRAINING_VARIANTS:
+        if variant == "standard":
+            continue
+        what = f"trained with {variant.replace('_', ' ')}"
+        rows += [
+            Setting(f"{variant}_raw_pure_noise", "base", "raw", 1.0, 0.0, f"raw value + QK, pure noise, every step; {what}", training=variant),
+            Setting(f"{variant}_diff_pure_noise", "base", "object", 1.0, 0.0, f"object mode, pure noise, every step; {what}", training=variant),
+            Setting(f"{variant}_default_mode", "base", "object", 1.0, 0.5, f"the paper's default; {what}", training=variant),
+            Setting(f"{variant}_raw_end_0.5", "base", "raw", 1.0, 0.5, f"the pack's default; {what}", end_percent=0.5, training=variant),
+        ]
+    return tuple(rows)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -188,6 +228,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("loss_debiased_temporal", "debiased_temporal", "object", 1.0, 0.5, "default mode, debiased temporal loss"),
     Setting("loss_debiased_hybrid", "debiased_hybrid", "object", 1.0, 0.5, "default mode, debiased hybrid loss"),
     Setting("loss_debiased_hybrid_camera", "debiased_hybrid", "camera", 1.0, 0.5, "hybrid loss, camera mode, p=0.5"),
+    *_variant_settings(),
 )
 
 #: What a run measures unless ``--settings`` says otherwise: the controls, the pure-noise modes, the paper's default
@@ -392,7 +433,7 @@ class Benchmark:
         if unknown:
             raise ValueError(f"unknown references {unknown}; the benchmark has {list(every)}")
         self.references: dict[str, Reference] = {name: every[name] for name in config.references}
-        self.embeddings: dict[tuple[str, int, str, str], MotionEmbedding] = {}
+        self.embeddings: dict[tuple[str, int, str, str, str], MotionEmbedding] = {}
         self.training_records: list[dict] = []
         self.clips: list[ClipResult] = []
         self.sampling_seconds = 0.0
@@ -403,9 +444,9 @@ class Benchmark:
         size = self.config.size
         return world.render_trajectory(ref.track, ref.colour, ref.shape, world.object_size(size, size), size, size)
 
-    def embedding(self, reference: str, seed: int, loss: str, inversion: str = "plain") -> MotionEmbedding:
-        """The embedding of (reference, seed, loss, inversion), trained on first use and cached for the run."""
-        key = (reference, seed, loss, inversion)
+    def embedding(self, reference: str, seed: int, loss: str, inversion: str = "plain", training: str = "standard") -> MotionEmbedding:
+        """The embedding of (reference, seed, loss, inversion, training variant), trained on first use and cached for the run."""
+        key = (reference, seed, loss, inversion, training)
         if key not in self.embeddings:
             cfg = self.config
             ref = self.references[reference]
@@ -420,6 +461,7 @@ class Benchmark:
                 gradient_checkpointing=False,
                 inversion=inversion,
                 inversion_steps=cfg.inversion_steps,
+                **TRAINING_VARIANTS[training],  # type: ignore[arg-type]
             )
             start = time.perf_counter()
             result = train_motion_embedding(self.model, self.reference_clip(reference), train_cfg)
@@ -431,6 +473,8 @@ class Benchmark:
                 "seed": seed,
                 "loss": loss,
                 "inversion": inversion,
+                "training": training,
+                "value_static_share": static_share(result.embedding.value.values()),
                 "train_seconds": seconds,
                 "wall_seconds": wall,
                 "timings": result.timings,
@@ -440,7 +484,7 @@ class Benchmark:
                 "inverted_latent_std": float(result.embedding.inverted_latent.std()) if result.embedding.inverted_latent is not None else None,
             }
             self.training_records.append(record)
-            logger.info("trained %s seed %d %s (%s inversion) in %.1f s (loss %.4f -> %.4f)", reference, seed, loss, inversion, seconds, record["first_loss"], record["final_loss_mean20"])
+            logger.info("trained %s seed %d %s (%s inversion, %s) in %.1f s (loss %.4f -> %.4f)", reference, seed, loss, inversion, training, seconds, record["first_loss"], record["final_loss_mean20"])
             self.embeddings[key] = result.embedding
         return self.embeddings[key]
 
@@ -449,7 +493,7 @@ class Benchmark:
         cfg = self.config
         motion = None
         if setting.loss is not None:
-            embedding = self.embedding(reference, seed, setting.loss, setting.inversion)
+            embedding = self.embedding(reference, seed, setting.loss, setting.inversion, setting.training)
             if setting.mode == "zeroed":
                 motion = AppliedMotion(zeroed(embedding), setting.strength, "raw")
             else:
@@ -500,7 +544,7 @@ def _reference_self_check(bench: Benchmark) -> dict[str, float]:
 def _train_seconds(bench: Benchmark, setting: Setting) -> float:
     if setting.loss is None:
         return float("nan")
-    return _mean([r["train_seconds"] for r in bench.training_records if (r["loss"], r["inversion"]) == (setting.loss, setting.inversion)])
+    return _mean([r["train_seconds"] for r in bench.training_records if (r["loss"], r["inversion"], r["training"]) == (setting.loss, setting.inversion, setting.training)])
 
 
 def control_of(setting: Setting) -> str:
@@ -578,7 +622,7 @@ def merge_reports(reports: list[dict]) -> dict:
     training: dict[tuple, dict] = {}
     for report in reports:
         for record in report["training"]:
-            key = (record["reference"], record["seed"], record["loss"], record["inversion"])
+            key = (record["reference"], record["seed"], record["loss"], record["inversion"], record.get("training", "standard"))
             known = training.setdefault(key, record)
             if any(known[f] != record[f] for f in _SAME_TRAINING):
                 raise SystemExit(f"the embedding {key} trained differently in the runs; their rows are not comparable")

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .appearance_augmentation import AUGMENTATIONS
 from .attention import ATTENTION_CHOICES
 from .comfy_layout import export_comfy
 from .defaults import field_default, parameter_default
@@ -179,6 +180,11 @@ TRAINING_SETTINGS: tuple[Setting, ...] = (
     Setting("--lora-lr", TrainingConfig, "lora_learning_rate", "learning rate of the spatial LoRA of the debiased_hybrid loss"),
     Setting("--lora-off-probability", TrainingConfig, "lora_off_probability",
             "share of debiased_hybrid steps that run the temporal loss with the LoRA off"),
+    Setting("--appearance-augmentation", TrainingConfig, "appearance_augmentation",
+            "also train on recoloured (colour) or recoloured and blurred (colour_blur) copies of the reference "
+            "(README, Measurements: what each does to the motion and the look)", AUGMENTATIONS),
+    Setting("--value-static-penalty", TrainingConfig, "value_static_penalty",
+            "weight of a penalty on the value embedding's mean over the frames (its static part); 0: off"),
 )
 SAMPLING_SETTINGS: tuple[Setting, ...] = (
     Setting("--negative-prompt", SamplingConfig, "negative_prompt", "what to avoid"),

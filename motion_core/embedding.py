@@ -31,9 +31,10 @@ LOSS_NAMES: tuple[str, ...] = ("base", "debiased_temporal", "debiased_hybrid")
 def default_mode_for(loss: str) -> str:
     """The mode a new embedding trained with ``loss`` recommends (stored in its file as ``default_mode``).
 
-    Raw (both embeddings as trained) with Apply's default step window (the first 75 % of the steps) was the measured
-    best of ``benchmarks/bench_motion_transfer.py`` on the UNet3D and AnimateDiff toy models (motion fidelity 0.98,
-    prompt's look in 98 % of clips; README, Measurements); camera for the hybrid loss, whose spatial LoRA took the look.
+    Raw (both embeddings as trained) with Apply's default step window (the first half of the steps) was the measured
+    best of ``benchmarks/bench_motion_transfer.py`` on the UNet3D, AnimateDiff and Latte toy models (motion fidelity
+    0.97 / 0.97 / 0.91, the prompt's look in 100 / 98 / 98 % of clips; README, Measurements); camera for the hybrid
+    loss, whose spatial LoRA took the look.
     """
     return "camera" if loss == "debiased_hybrid" else "raw"
 

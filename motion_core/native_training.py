@@ -88,6 +88,11 @@ class ForeignWanTrainer(EmbeddingTrainer):
         """Sites, the embedding's facts and the trainables (the inversion runs later, once the model is installed)."""
         start = time.perf_counter()
         wan, config = self.wan, self.config
+        if config.appearance_augmentation != "off":
+            raise InvalidSettingError(
+                "Appearance augmentation recolours the reference's pixels, and the native trainer gets encoded latents; "
+                "set it to off here (the pack's own loader and trainer offer it)."
+            )
         _, _, frames, latent_h, latent_w = self.latents.shape
         blocks = selected_sites(wan.widths, wan.patch[0], config.layer_set, latent_h, latent_w)
         names = ", ".join(str(i) for i in block_indices(len(wan.widths), config.layer_set))

@@ -146,3 +146,19 @@ def test_the_value_grid_exploration_flag_changes_the_transformer_families_grid_o
     bench.use_value_grid_max_side("wan", 2)
     assert wan.selected_sites([128, 128], 2, "all", 12, 12)[0].grid(12, 12) == (2, 2)
     assert bench.parse_args(["--family", "latte", "--value-grid-max-side", "4"]).value_grid_max_side == 4
+
+
+def test_training_variant_rows_train_their_own_embeddings_and_merge_beside_the_standard_ones():
+    """Issue 13's training-time ideas: every variant is a valid training configuration, keyed apart from the standard
+    embedding of the same reference (a merge keeps both), and its rows share the standard rows' controls."""
+    from motion_core.training import TrainingConfig
+
+    bench = _bench_module()
+    assert {s.training for s in bench.SETTINGS} == set(bench.TRAINING_VARIANTS)
+    for overrides in bench.TRAINING_VARIANTS.values():
+        TrainingConfig(prompt="a red square", **overrides).validate()  # type: ignore[arg-type]
+    variant = _report({"static_penalty_raw_end_0.5": 0.8}, first_loss=0.07)  # another embedding, other losses
+    variant["training"][0]["training"] = "static_penalty"
+    merged = bench.merge_reports([_report({"inverted_start_only": 0.7, "raw_value_end_0.5": 0.9}), variant])
+    assert sorted(r.get("training", "standard") for r in merged["training"]) == ["standard", "static_penalty"]
+    assert merged["settings"]["static_penalty_raw_end_0.5"]["embedding_share"] == pytest.approx(0.1)

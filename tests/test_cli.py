@@ -42,6 +42,8 @@ TRAIN_OPTIONS = {
     "--inversion": (TrainingConfig, "inversion"), "--inversion-steps": (TrainingConfig, "inversion_steps"),
     "--lora-rank": (TrainingConfig, "lora_rank"), "--lora-lr": (TrainingConfig, "lora_learning_rate"),
     "--lora-off-probability": (TrainingConfig, "lora_off_probability"),
+    "--appearance-augmentation": (TrainingConfig, "appearance_augmentation"),
+    "--value-static-penalty": (TrainingConfig, "value_static_penalty"),
 }
 SAMPLE_OPTIONS = {
     "--negative-prompt": (SamplingConfig, "negative_prompt"), "--width": (SamplingConfig, "width"),

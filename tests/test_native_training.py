@@ -137,13 +137,15 @@ def test_cancel_keeps_a_file_that_resumes_to_the_uninterrupted_result(wan, clip,
     (dict(latents=torch.full((1, 16, 3, 4, 4), float("nan"))), "NaN"),
     (dict(loss="debiased_hybrid"), "not available for Wan"),
     (dict(text=torch.zeros(4, 7)), "conditioning must be"),
+    (dict(appearance_augmentation="colour"), "Appearance augmentation recolours the reference's pixels"),
 ])
 def test_bad_input_is_refused_before_the_model_runs(wan, change, message):
     installs: list[bool] = []
     latents = change.get("latents", torch.zeros(1, 16, 3, 4, 4))
     text = change.get("text", torch.zeros(1, 7, 32))
     with pytest.raises(InvalidSettingError, match=message):
-        train_foreign_wan(foreign(wan, installs), latents, text, text, config(loss=change.get("loss", "base")))
+        settings = {key: change[key] for key in ("loss", "appearance_augmentation") if key in change}
+        train_foreign_wan(foreign(wan, installs), latents, text, text, config(**settings))
     assert installs == []
 
 
