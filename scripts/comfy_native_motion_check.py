@@ -44,7 +44,7 @@ def main() -> int:
     parser.add_argument("--cfg", type=float, default=1.0)
     parser.add_argument("--noise-prior", type=float, default=0.5)
     parser.add_argument("--strength", type=float, default=1.0)
-    parser.add_argument("--mode", default="object")
+    parser.add_argument("--mode", default=None, help="Apply's mode (default: Apply's own default)")
     parser.add_argument("--json", type=Path, default=None, help="write the per-clip results here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
@@ -69,6 +69,12 @@ def main() -> int:
     from motion_inversion_pack.motion_core.sampling import AppliedMotion, SamplingConfig, sample_video
     from motion_inversion_pack.nodes.handles import MotionModel
     from toyworld import metrics
+    from motion_inversion_pack.motion_core.defaults import field_default
+
+    if args.mode is None:
+        args.mode = field_default(AppliedMotion, "mode")
+    logger.info("mode %s, strength %g, noise prior %g, embeddings on the first %g of the steps", args.mode, args.strength,
+                args.noise_prior, field_default(AppliedMotion, "end_percent"))
 
     reference = json.loads(args.reference.read_text())
     track = torch.tensor(reference["centres_xy"], dtype=torch.float32)
