@@ -29,6 +29,8 @@ raw_value_end_0.75/0.5/0.25     base   raw      0.5   plain  raw value + QK on t
                                                              (raw_value_end_0.5: the pack's default, PACK_DEFAULT)
 raw_pure_noise_end_0.75/0.5     base   raw      0.0   -      the same from pure noise, first 75/50 % of the steps
 diff_pure_noise_end_0.75        base   object   0.0   -      object mode from pure noise, first 75 % of the steps
+inverted_start_prior_1          base   zeroed   1.0   plain  the inverted reference latent itself as the start (control)
+raw_value_prior_1               base   raw      1.0   plain  raw value + QK, every step, from that start: a ceiling of model + embedding
 centred_pure_noise              base   centred  0.0   -      value minus its temporal mean (the paper's ablation), pure noise
 centred_mode / centred_end_0.5  base   centred  0.5   plain  the same from the inverted start; on the first half of the steps
 camera_mode                     base   camera   0.5   plain  QK only from the inverted start
@@ -102,6 +104,7 @@ Usage::
     python benchmarks/bench_motion_transfer.py --family animatediff   # motion_transfer_animatediff.{md,json}
     python benchmarks/bench_motion_transfer.py --family latte         # motion_transfer_latte.{md,json}
     python benchmarks/bench_motion_transfer.py --settings all --tag all # every setting, incl. the debiased losses
+    python benchmarks/bench_motion_transfer.py --family wan --model FOLDER --reference-check  # the VAE's ceiling
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from motion_core.diffusion import decode_latents, encode_frames  # noqa: E402
 from motion_core.embedding import MotionEmbedding  # noqa: E402
 from motion_core.losses import static_share  # noqa: E402
 from motion_core.model_loading import VideoModel, load_video_model  # noqa: E402
@@ -220,6 +224,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("raw_pure_noise_end_0.75", "base", "raw", 1.0, 0.0, "raw value + QK from pure noise, first 75 % of the steps", end_percent=0.75),
     Setting("raw_pure_noise_end_0.5", "base", "raw", 1.0, 0.0, "raw value + QK from pure noise, first half of the steps", end_percent=0.5),
     Setting("diff_pure_noise_end_0.75", "base", "object", 1.0, 0.0, "object mode from pure noise, first 75 % of the steps", end_percent=0.75),
+    Setting("inverted_start_prior_1", "base", "zeroed", 1.0, 1.0, "control: the inverted reference latent itself as the start, embeddings zeroed"),
+    Setting("raw_value_prior_1", "base", "raw", 1.0, 1.0, "raw value + QK, every step, from the inverted reference latent itself (no noise)"),
     Setting("centred_pure_noise", "base", "centred", 1.0, 0.0, "temporal-mean-subtracted value (+QK), no inverted start"),
     Setting("centred_mode", "base", "centred", 1.0, 0.5, "temporal-mean-subtracted value (+QK), inverted start p=0.5"),
     Setting("centred_end_0.5", "base", "centred", 1.0, 0.5, "centred mode on the first half of the steps", end_percent=0.5),
@@ -541,6 +547,18 @@ def _reference_self_check(bench: Benchmark) -> dict[str, float]:
     return out
 
 
+def _reference_vae_check(bench: Benchmark) -> dict[str, float]:
+    """Detector on each reference after the model's VAE (encoded and decoded) vs. its ground-truth track: the most
+    motion fidelity a clip of this model's latents can have (below 1 where the latent loses motion, e.g. Wan's four
+    frames per latent frame)."""
+    out = {}
+    for reference in bench.config.references:
+        latents = encode_frames(bench.model, bench.reference_clip(reference), torch.Generator().manual_seed(0))
+        det = metrics.detect_clip(decode_latents(bench.model, latents))
+        out[reference] = metrics.motion_pearson(det.centroids, bench.references[reference].track)
+    return out
+
+
 def _train_seconds(bench: Benchmark, setting: Setting) -> float:
     if setting.loss is None:
         return float("nan")
@@ -552,10 +570,13 @@ def control_of(setting: Setting) -> str:
 
     A setting that starts from the inverted reference latent is compared with ``inverted_start_only`` (the same
     start, embeddings zeroed; for a start inverted through the embeddings, ``inverted_start_only_embedded``); one
-    that starts from pure noise with ``no_embedding``.
+    that starts from pure noise with ``no_embedding``; one from the inverted latent itself (prior 1) with
+    ``inverted_start_prior_1``.
     """
     if setting.noise_prior == 0.0:
         return "no_embedding"
+    if setting.noise_prior == 1.0:
+        return "inverted_start_prior_1"
     return "inverted_start_only_embedded" if setting.inversion == "embedded" else "inverted_start_only"
 
 
@@ -688,6 +709,7 @@ def build_report(bench: Benchmark, command: str, started: str, elapsed: float, m
         "reference_appearance": {name: [r.colour, r.shape] for name, r in bench.references.items()},
         "reference_kind": {name: r.kind for name, r in bench.references.items()},
         "reference_detector_pearson": _reference_self_check(bench),
+        "reference_vae_pearson": _reference_vae_check(bench),
         "settings": per_setting,
         "fidelity_by_reference": per_reference,
         "fidelity_by_kind": per_kind,
@@ -757,7 +779,10 @@ def render_markdown(report: dict) -> str:
         + f"; prompts differ from the reference in colour AND shape; {cfg['clips_per_reference_seed']} clips per "
         f"(reference, seed), sample seeds {cfg['sample_seed_base']} + 1000*ref + 100*seed + k, same for every setting",
         "- detector on the reference clips (Pearson vs ground truth): min "
-        + _fmt(min(report["reference_detector_pearson"].values())),
+        + _fmt(min(report["reference_detector_pearson"].values()))
+        + ("" if "reference_vae_pearson" not in report else
+           "; after the model's VAE (encode + decode): min " + _fmt(min(report["reference_vae_pearson"].values()))
+           + ", mean " + _fmt(statistics.fmean(report["reference_vae_pearson"].values()))),
         "",
         "| setting | loss | mode | prior | inversion | fidelity (Pearson) ±95% | n_fid | embedding share | text | colour | shape | leakage | blends | presence | temporal cons. | train s/emb |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -836,6 +861,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tag", default="", help="suffix of the result file names (exploration runs)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
                         help="write one report (named by --family/--tag) from saved runs of other settings on the same model and training")
+    parser.add_argument("--reference-check", action="store_true",
+                        help="only print each reference's detector and VAE round-trip fidelity on the model (no settings, no files)")
     parser.add_argument("--rerender", type=Path, default=None, metavar="JSON", help="only rewrite the .md beside a saved report (and check its targets again)")
     return parser.parse_args(argv)
 
@@ -883,9 +910,22 @@ def main(argv: list[str] | None = None) -> int:
     else:
         config = config_for_model(model, references=list(benchmark_references()), train_seeds=[0], clips_per_reference_seed=3, threads=args.threads, **overrides)
     bench = Benchmark(model, config)
+    if args.reference_check:
+        sys.stdout.write(render_reference_check(bench))
+        return 0
     bench.run()
     report = build_report(bench, command, started, time.perf_counter() - start, model_dir)
     return _write_report(report, args.out, _stem(args.family, args.quick, args.tag))
+
+
+def render_reference_check(bench: Benchmark) -> str:
+    """A markdown table: per reference, the detector's fidelity on the clip and on its VAE round trip (the ceiling)."""
+    detector, vae = _reference_self_check(bench), _reference_vae_check(bench)
+    lines = [f"{bench.model.family.name} `{bench.model.name}`: reference fidelity, detector on the clip / after the VAE", "",
+             "| reference | kind | clip | after the VAE |", "|---|---|---|---|"]
+    lines += [f"| {name} | {bench.references[name].kind} | {_fmt(detector[name])} | {_fmt(vae[name])} |" for name in detector]
+    lines.append(f"| mean | | {_fmt(statistics.fmean(detector.values()))} | {_fmt(statistics.fmean(vae.values()))} |")
+    return "\n".join(lines) + "\n"
 
 
 #: The module constant that sets each transformer family's value grid (``--value-grid-max-side`` overrides it).

@@ -162,3 +162,21 @@ def test_training_variant_rows_train_their_own_embeddings_and_merge_beside_the_s
     merged = bench.merge_reports([_report({"inverted_start_only": 0.7, "raw_value_end_0.5": 0.9}), variant])
     assert sorted(r.get("training", "standard") for r in merged["training"]) == ["standard", "static_penalty"]
     assert merged["settings"]["static_penalty_raw_end_0.5"]["embedding_share"] == pytest.approx(0.1)
+
+
+def test_the_vae_ceiling_keeps_the_references_motion_on_the_bundled_model_and_prior_1_rows_have_their_control():
+    """The report's VAE round trip (encode + decode) of the references, on the bundled UNet3D toy, keeps each track,
+    and a row that starts from the inverted latent itself is measured against the same start without embeddings."""
+    from motion_core.model_loading import load_video_model
+
+    bench = _bench_module()
+    model = load_video_model(bench.FAMILY_MODELS["unet3d"], "fp32", "auto", "cpu", use_cache=False)
+    config = bench.config_for_model(model, references=["bounce", "fall"], train_seeds=[0], clips_per_reference_seed=1)
+    run = bench.Benchmark(model, config)
+    pearson = bench._reference_vae_check(run)
+    assert set(pearson) == {"bounce", "fall"} and min(pearson.values()) > 0.95, pearson
+    table = bench.render_reference_check(run)  # what --reference-check prints
+    assert f"| fall | fall | 1.00 | {pearson['fall']:.2f} |" in table and table.count("\n| ") == 4
+    rows = {s.name: s for s in bench.SETTINGS}
+    assert bench.control_of(rows["raw_value_prior_1"]) == "inverted_start_prior_1"
+    assert bench.control_of(rows["raw_value_end_0.5"]) == "inverted_start_only"
