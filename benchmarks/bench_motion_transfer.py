@@ -538,24 +538,19 @@ class Benchmark:
             logger.info("%s seed %d done (%d/%d); %.0f s elapsed, ~%.0f s left", reference, seed, done + 1, len(jobs), elapsed, left)
 
 
-def _reference_self_check(bench: Benchmark) -> dict[str, float]:
-    """Detector on each reference clip vs. its ground-truth track (Pearson should be ~1)."""
+def _reference_self_check(bench: Benchmark, through_vae: bool = False) -> dict[str, float]:
+    """Detector on each reference clip vs. its ground-truth track (Pearson should be ~1).
+
+    ``through_vae``: on the clip encoded and decoded by the model's VAE instead, the most motion fidelity a clip of
+    this model's latents can have (below 1 where the latent loses motion, e.g. the toy Wan's: four frames per latent
+    frame).
+    """
     out = {}
     for reference in bench.config.references:
-        det = metrics.detect_clip(bench.reference_clip(reference))
-        out[reference] = metrics.motion_pearson(det.centroids, bench.references[reference].track)
-    return out
-
-
-def _reference_vae_check(bench: Benchmark) -> dict[str, float]:
-    """Detector on each reference after the model's VAE (encoded and decoded) vs. its ground-truth track: the most
-    motion fidelity a clip of this model's latents can have (below 1 where the latent loses motion, e.g. Wan's four
-    frames per latent frame)."""
-    out = {}
-    for reference in bench.config.references:
-        latents = encode_frames(bench.model, bench.reference_clip(reference), torch.Generator().manual_seed(0))
-        det = metrics.detect_clip(decode_latents(bench.model, latents))
-        out[reference] = metrics.motion_pearson(det.centroids, bench.references[reference].track)
+        clip = bench.reference_clip(reference)
+        if through_vae:
+            clip = decode_latents(bench.model, encode_frames(bench.model, clip, torch.Generator().manual_seed(0)))
+        out[reference] = metrics.motion_pearson(metrics.detect_clip(clip).centroids, bench.references[reference].track)
     return out
 
 
@@ -709,7 +704,7 @@ def build_report(bench: Benchmark, command: str, started: str, elapsed: float, m
         "reference_appearance": {name: [r.colour, r.shape] for name, r in bench.references.items()},
         "reference_kind": {name: r.kind for name, r in bench.references.items()},
         "reference_detector_pearson": _reference_self_check(bench),
-        "reference_vae_pearson": _reference_vae_check(bench),
+        "reference_vae_pearson": _reference_self_check(bench, through_vae=True),
         "settings": per_setting,
         "fidelity_by_reference": per_reference,
         "fidelity_by_kind": per_kind,
@@ -920,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def render_reference_check(bench: Benchmark) -> str:
     """A markdown table: per reference, the detector's fidelity on the clip and on its VAE round trip (the ceiling)."""
-    detector, vae = _reference_self_check(bench), _reference_vae_check(bench)
+    detector, vae = _reference_self_check(bench), _reference_self_check(bench, through_vae=True)
     lines = [f"{bench.model.family.name} `{bench.model.name}`: reference fidelity, detector on the clip / after the VAE", "",
              "| reference | kind | clip | after the VAE |", "|---|---|---|---|"]
     lines += [f"| {name} | {bench.references[name].kind} | {_fmt(detector[name])} | {_fmt(vae[name])} |" for name in detector]

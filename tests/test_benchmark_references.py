@@ -173,7 +173,7 @@ def test_the_vae_ceiling_keeps_the_references_motion_on_the_bundled_model_and_pr
     model = load_video_model(bench.FAMILY_MODELS["unet3d"], "fp32", "auto", "cpu", use_cache=False)
     config = bench.config_for_model(model, references=["bounce", "fall"], train_seeds=[0], clips_per_reference_seed=1)
     run = bench.Benchmark(model, config)
-    pearson = bench._reference_vae_check(run)
+    pearson = bench._reference_self_check(run, through_vae=True)
     assert set(pearson) == {"bounce", "fall"} and min(pearson.values()) > 0.95, pearson
     table = bench.render_reference_check(run)  # what --reference-check prints
     assert f"| fall | fall | 1.00 | {pearson['fall']:.2f} |" in table and table.count("\n| ") == 4
